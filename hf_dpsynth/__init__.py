@@ -1,0 +1,35 @@
+"""hf_dpsynth: differentially private synthetic data for the Hugging Face ecosystem.
+
+The privacy ledger (``hf_dpsynth.privacy``) imports without torch; the trainer and models are
+imported lazily so that ``import hf_dpsynth`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "PrivacyLedger": "hf_dpsynth.privacy",
+    "calibrate_noise_multiplier": "hf_dpsynth.privacy",
+    "load_model_and_tokenizer": "hf_dpsynth.models",
+    "tiny_causal_lm": "hf_dpsynth.models",
+    "DPSynthConfig": "hf_dpsynth.training",
+    "DPSynthTrainer": "hf_dpsynth.training",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hf_dpsynth.models import load_model_and_tokenizer, tiny_causal_lm
+    from hf_dpsynth.privacy import PrivacyLedger, calibrate_noise_multiplier
+    from hf_dpsynth.training import DPSynthConfig, DPSynthTrainer
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hf_dpsynth' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,74 @@
+"""Every exception hf_dpsynth raises on purpose.
+
+Each subclasses a built-in (so ``except ValueError`` keeps working) and :class:`DPSynthError`
+(so ``except DPSynthError`` catches everything this package raises on purpose). Messages say what
+was wrong, what was given, and how to fix it; where privacy is at stake they say why.
+"""
+
+from __future__ import annotations
+
+
+class DPSynthError(Exception):
+    """Base class of every error hf_dpsynth raises on purpose."""
+
+
+class InvalidPrivacyParameterError(DPSynthError, ValueError):
+    """A privacy parameter (ε, δ, sampling probability, steps, noise) is out of its range."""
+
+
+class PrivacyBudgetExceededError(DPSynthError, RuntimeError):
+    """A charge would push the composed ε above the budget, or a stage above its share.
+
+    Raised *before* anything is spent: the ledger is left unchanged.
+    """
+
+
+class BudgetPlanError(DPSynthError, ValueError):
+    """A budget plan is malformed (negative shares, shares summing above 1, unknown kinds)."""
+
+
+class UnplannedStageError(DPSynthError, ValueError):
+    """A charge names a stage that the ledger's plan does not contain."""
+
+
+class UnsupportedEventError(DPSynthError, TypeError):
+    """The ledger's accountant cannot compose this dp-accounting event."""
+
+
+class PrivacyUnitMismatchError(DPSynthError, ValueError):
+    """A component works at a different privacy unit (or N) than the ledger it charges."""
+
+
+class LedgerFormatError(DPSynthError, ValueError):
+    """A saved privacy ledger (or a serialised event or charge record) is malformed.
+
+    Raised instead of guessing: a ledger that cannot be read back exactly cannot say what was spent.
+    """
+
+
+class MissingDependencyError(DPSynthError, ImportError):
+    """An optional dependency or the embedded default model is not installed."""
+
+
+class DPConfigError(DPSynthError, ValueError):
+    """A training configuration would silently weaken the DP guarantee, or is inconsistent."""
+
+
+class UnsupportedModelError(DPSynthError, TypeError):
+    """The model has a layer or parameter that per-example DP-SGD cannot handle correctly."""
+
+
+class DatasetError(DPSynthError, ValueError):
+    """The training data is empty, lacks a required column, or is otherwise unusable."""
+
+
+class CheckpointError(DPSynthError, RuntimeError):
+    """A checkpoint cannot be resumed without replaying or losing privacy-relevant state."""
+
+
+def missing_extra(package: str, extra: str) -> MissingDependencyError:
+    """The error for an optional dependency that is not installed, naming the pip extra."""
+    return MissingDependencyError(
+        f"{package} is needed for this feature but is not installed. "
+        f'Install it with: pip install "hf-dpsynth[{extra}]"'
+    )
