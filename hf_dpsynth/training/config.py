@@ -1,0 +1,147 @@
+"""``DPSynthConfig``: ``transformers.TrainingArguments`` plus the DP-SGD settings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from transformers import TrainingArguments
+
+from hf_dpsynth.errors import DPConfigError, InvalidPrivacyParameterError
+
+
+@dataclass
+class DPSynthConfig(TrainingArguments):
+    """Training arguments for :class:`~hf_dpsynth.DPSynthTrainer`.
+
+    ``per_device_train_batch_size`` is the *physical chunk size*: how many examples go through
+    the model at once. The privacy-relevant batch is ``logical_batch_size``: the expected number of
+    privacy units in one Poisson draw (one optimizer step). A step processes its whole draw in as
+    many chunks as it needs, so the Trainer's "total train batch size" does not describe it.
+    """
+
+    # --- the privacy budget (or give a shared PrivacyLedger to the trainer instead) ---
+    target_epsilon: float | None = field(
+        default=None,
+        metadata={"help": "ε of the training stage when the trainer makes its own ledger (> 0). "
+                          "Leave unset when passing a ledger."},
+    )
+    target_delta: float | None = field(
+        default=None,
+        metadata={"help": "δ of the training stage when the trainer makes its own ledger; must be < 1/N. "
+                          "Default 1/(N·ln N). Leave unset when passing a ledger."},
+    )
+    noise_multiplier: float | None = field(
+        default=None,
+        metadata={"help": "σ: noise std divided by per_example_max_grad_norm. Default: calibrated to the "
+                          "budget. 0 disables DP (ε = ∞, reported as non-private)."},
+    )
+    per_example_max_grad_norm: float = field(
+        default=1.0, metadata={"help": "L2 bound C on each privacy unit's gradient (> 0)."}
+    )
+    logical_batch_size: int = field(
+        default=256,
+        metadata={"help": "Expected privacy units per optimizer step; the Poisson rate is q = this / N."},
+    )
+    privacy_unit: Literal["example", "user"] = field(
+        default="example",
+        metadata={"help": "What one unit of privacy protects: one example, or all of one user's examples.",
+                  "choices": ["example", "user"]},
+    )
+    user_id_column: str | None = field(
+        default=None, metadata={"help": "Column identifying users (privacy_unit='user')."}
+    )
+    max_examples_per_user: int | None = field(
+        default=None,
+        metadata={"help": "Cap on each user's examples (privacy_unit='user'); extra ones are left out by a "
+                          "fixed public hash."},
+    )
+    accountant: Literal["pld", "rdp"] = field(
+        default="pld",
+        metadata={"help": "Accountant of a ledger the trainer makes itself (PLD is tighter).",
+                  "choices": ["pld", "rdp"]},
+    )
+    dp_seed: int | None = field(
+        default=None,
+        metadata={"help": "Seed of the sampling and noise randomness, for tests only: a known seed voids the "
+                          "guarantee. Default: OS entropy. Never the Trainer's `seed`."},
+    )
+    dataset_text_field: str = field(default="text", metadata={"help": "The text column to train on."})
+    max_length: int = field(default=512, metadata={"help": "Tokens kept per example (longer ones are truncated)."})
+
+    # --- Trainer settings whose defaults would break the guarantee ---
+    max_grad_norm: float = field(
+        default=0.0,
+        metadata={"help": "Must stay 0: the Trainer's global clip would rescale the noisy gradient; the "
+                          "privacy clip is per_example_max_grad_norm."},
+    )
+    average_tokens_across_devices: bool = field(
+        default=False,
+        metadata={"help": "Must stay False: each example's loss is normalised by its own tokens only."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_grad_norm and self.max_grad_norm > 0:
+            raise DPConfigError(
+                f"max_grad_norm={self.max_grad_norm} would clip the noisy, aggregated gradient again (the "
+                "Trainer's global clip), which does not bound one example's influence. Leave max_grad_norm=0 "
+                "and set per_example_max_grad_norm= for the privacy clip."
+            )
+        if self.average_tokens_across_devices:
+            raise DPConfigError(
+                "average_tokens_across_devices=True normalises each example's loss by a batch-wide token "
+                "count, so one example's gradient depends on the others and the sensitivity exceeds the clip. "
+                "Leave it False."
+            )
+        if self.gradient_accumulation_steps != 1:
+            raise DPConfigError(
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps}: with DP-SGD one optimizer "
+                "step is one Poisson draw, already processed in as many physical chunks as it needs. Set "
+                "logical_batch_size= for a larger batch and keep gradient_accumulation_steps=1."
+            )
+        if self.push_to_hub:
+            raise DPConfigError(
+                "push_to_hub=True would upload checkpoints that hold the sampling and noise RNG states, which "
+                "are private. Publish the adapter and data with hf_dpsynth.hub instead."
+            )
+        if self.load_best_model_at_end:
+            raise DPConfigError(
+                "load_best_model_at_end=True selects a checkpoint by its score on evaluation data; on private "
+                "data that selection is not differentially private. Train for a fixed schedule instead."
+            )
+        if self.fp16:
+            raise DPConfigError(
+                "fp16=True scales the loss dynamically, which would scale every per-example gradient before "
+                "clipping. Use bf16=True or fp32."
+            )
+        if not self.per_example_max_grad_norm or self.per_example_max_grad_norm <= 0 or not math.isfinite(
+            self.per_example_max_grad_norm
+        ):
+            raise InvalidPrivacyParameterError(
+                f"per_example_max_grad_norm must be a positive finite number; got {self.per_example_max_grad_norm}."
+            )
+        if self.logical_batch_size < 1:
+            raise DPConfigError(f"logical_batch_size must be at least 1; got {self.logical_batch_size}.")
+        if self.target_epsilon is not None and not self.target_epsilon > 0:
+            raise InvalidPrivacyParameterError(
+                f"target_epsilon must be > 0; got {self.target_epsilon}. Use noise_multiplier=0 to train "
+                "without DP (reported as non-private)."
+            )
+        if self.target_delta is not None and not 0 < self.target_delta < 1:
+            raise InvalidPrivacyParameterError(f"target_delta must be in (0, 1); got {self.target_delta}.")
+        if self.noise_multiplier is not None and (self.noise_multiplier < 0 or not math.isfinite(self.noise_multiplier)):
+            raise InvalidPrivacyParameterError(f"noise_multiplier must be ≥ 0 and finite; got {self.noise_multiplier}.")
+        if self.privacy_unit not in ("example", "user"):
+            raise DPConfigError(f"privacy_unit must be 'example' or 'user'; got {self.privacy_unit!r}.")
+        if self.privacy_unit == "user":
+            if not self.user_id_column:
+                raise DPConfigError("privacy_unit='user' needs user_id_column= naming the column identifying users.")
+            if not self.max_examples_per_user or self.max_examples_per_user < 1:
+                raise DPConfigError(
+                    "privacy_unit='user' needs max_examples_per_user= (a positive integer) to bound each user's "
+                    f"contribution; got {self.max_examples_per_user!r}."
+                )
+        if self.max_length < 2:
+            raise DPConfigError(f"max_length must be at least 2 tokens; got {self.max_length}.")

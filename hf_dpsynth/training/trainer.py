@@ -1,0 +1,633 @@
+"""``DPSynthTrainer``: DP-SGD fine-tuning of LoRA adapters inside ``transformers.Trainer``.
+
+One Trainer step is one logical DP-SGD step:
+
+1. Poisson-sample privacy units with rate q = logical_batch_size / N (the same draw on every rank);
+2. each rank takes its share and runs it in as many physical chunks of
+   ``per_device_train_batch_size`` examples as it needs (nothing is truncated or dropped);
+3. per-example gradients come from hooks on the LoRA layers; each unit's gradient is clipped to
+   C = ``per_example_max_grad_norm`` and summed (fp32);
+4. N(0, σ²C²) noise is added once (on rank 0), the noisy sum is all-reduced once and divided by the
+   expected batch size q·N;
+5. the Trainer's own optimizer and scheduler step as usual.
+
+The step count T and σ are fixed before training, and the ledger is charged for all T steps before
+the first one runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from hf_dpsynth.errors import (
+    CheckpointError,
+    DatasetError,
+    DPConfigError,
+    InvalidPrivacyParameterError,
+    PrivacyUnitMismatchError,
+    UnsupportedModelError,
+)
+from hf_dpsynth.privacy import PrivacyLedger, compute_epsilon, dpsgd_event
+from hf_dpsynth.training.config import DPSynthConfig
+from hf_dpsynth.training.data import (
+    build_privacy_units,
+    collate,
+    plan_chunks,
+    rank_share,
+    tokenize_dataset,
+)
+from hf_dpsynth.training.loss import per_example_causal_lm_loss
+from hf_dpsynth.training.grad_sample import ClippedSum, PerExampleGradients, validate_model
+from hf_dpsynth.training.sampler import PoissonSampler, SecretSeeds, noise_generator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datasets import Dataset as HFDataset
+
+logger = logging.getLogger(__name__)
+
+STAGE = "training"
+DP_STATE_FILE = "dp_state.json"
+LEDGER_FILE = "privacy_ledger.json"
+_NOT_PRIVATE_NOTE = (
+    "Logged training losses, gradient norms and evaluation metrics are computed on private data "
+    "without DP: they are for the data owner and are not covered by the guarantee."
+)
+
+
+@dataclass(frozen=True)
+class DPTrainingPlan:
+    """Everything derived before training (never written back into the user's config)."""
+
+    num_units: int
+    num_examples: int
+    logical_batch_size: int
+    sampling_probability: float
+    num_steps: int
+    steps_per_epoch: int
+    noise_multiplier: float
+    per_example_max_grad_norm: float
+    delta: float
+    privacy_unit: str
+    accountant: str
+
+    @property
+    def expected_batch_size(self) -> float:
+        return self.sampling_probability * self.num_units
+
+
+@dataclass(frozen=True)
+class TrainingPrivacyReport:
+    """What ``trainer.privacy_report()`` returns: the training stage's guarantee, from the ledger."""
+
+    epsilon: float
+    """ε of the training stage alone (all T charged steps)."""
+    epsilon_total: float
+    """ε composed over everything charged to the ledger (histograms, training, ...)."""
+    epsilon_budget: float
+    delta: float
+    noise_multiplier: float
+    sampling_probability: float
+    num_steps: int
+    steps_taken: int
+    num_units: int
+    logical_batch_size: int
+    per_example_max_grad_norm: float
+    accountant: str
+    privacy_unit: str
+    adjacency: str
+    private: bool
+    reproducibility_seed_set: bool
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        rows = [
+            ("ε (training stage)", f"{self.epsilon:.4g}"),
+            ("ε (ledger, composed)", f"{self.epsilon_total:.4g} of {self.epsilon_budget:.4g}"),
+            ("δ", f"{self.delta:.3g}"),
+            ("noise multiplier σ", f"{self.noise_multiplier:.4g}"),
+            ("sampling probability q", f"{self.sampling_probability:.4g}"),
+            ("steps (taken / charged)", f"{self.steps_taken} / {self.num_steps}"),
+            ("privacy units N", f"{self.num_units} ({self.privacy_unit}s, public)"),
+            ("expected batch", f"{self.logical_batch_size} {self.privacy_unit}s"),
+            ("clip C", f"{self.per_example_max_grad_norm:g}"),
+            ("accountant", self.accountant),
+            ("adjacency", self.adjacency),
+            ("private", "yes" if self.private else "NO (DP disabled)"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        lines = ["DP training privacy report"] + [f"  {k:<{width}}  {v}" for k, v in rows]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+class _StepTicks(Dataset):
+    """One item per logical step of an epoch; the draw itself is made in ``training_step``."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+def _collate_tick(batch: list[int]) -> dict[str, torch.Tensor]:
+    return {"dp_step_tick": torch.tensor(batch[0])}
+
+
+class _DPProgressCallback(ProgressCallback):
+    """The usual progress bar, with ε spent so far shown at logging steps."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs and "epsilon" in logs:
+            self.training_bar.set_postfix(epsilon=f"{logs['epsilon']:.3g}")
+        return super().on_log(args, state, control, logs=logs, **kwargs)
+
+
+class _FirstStepCheck(TrainerCallback):
+    """After the first optimizer step: trainable weights changed, frozen ones did not (DP_CORRECTNESS 11)."""
+
+    def __init__(self, trainer: DPSynthTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._check_first_step()
+
+
+def _frozen_checksum(model: torch.nn.Module) -> list[float]:
+    with torch.no_grad():
+        return [float(p.double().sum()) for p in model.parameters() if not p.requires_grad]
+
+
+class DPSynthTrainer(Trainer):
+    """A ``transformers.Trainer`` that fine-tunes LoRA adapters with DP-SGD.
+
+    Args:
+        model: a base model (with ``peft_config``) or a ``PeftModel``.
+        args: a :class:`DPSynthConfig`.
+        train_dataset: a ``datasets.Dataset`` with a text column, ``prompt``/``completion``
+            columns, or ``input_ids`` (see :mod:`hf_dpsynth.training.data`).
+        processing_class: the tokenizer.
+        peft_config: a peft config applied with ``get_peft_model`` (as in TRL).
+        ledger: a shared :class:`~hf_dpsynth.privacy.PrivacyLedger` (then ``target_epsilon`` and
+            ``target_delta`` must be unset); by default the trainer makes its own from them.
+
+    Privacy: protects each privacy unit (example, or user with capped contributions) of
+    ``train_dataset`` under add/remove adjacency, with the (ε, δ) in :meth:`privacy_report`. N is
+    public. Not covered: logged losses and metrics, the base model's pre-training data, and
+    floating-point side channels of the noise.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        args: DPSynthConfig,
+        train_dataset: HFDataset,
+        processing_class: Any,
+        *,
+        peft_config: Any = None,
+        ledger: PrivacyLedger | None = None,
+        **kwargs: Any,
+    ):
+        if not isinstance(args, DPSynthConfig):
+            raise DPConfigError(
+                f"args must be a DPSynthConfig (it turns off the Trainer settings that break DP); got {type(args).__name__}."
+            )
+        if processing_class is None:
+            raise DPConfigError("processing_class= (the tokenizer) is required to tokenise the training data.")
+        if kwargs.get("model_init") is not None:
+            raise DPConfigError("model_init= is not supported: pass the model itself.")
+        if train_dataset is None:
+            raise DatasetError("train_dataset= is required.")
+        if args.n_gpu > 1:
+            raise DPConfigError(
+                f"{args.n_gpu} GPUs in one process (DataParallel) would average per-device losses; launch one "
+                "process per device with `accelerate launch` or `torchrun` instead."
+            )
+        model = self._apply_peft(model, peft_config)
+        self._trainable = validate_model(model)
+        self._grads = PerExampleGradients(self._trainable)
+
+        # Privacy units, contribution bounding and tokenisation: all before any budget is touched.
+        units, kept_rows = build_privacy_units(
+            train_dataset,
+            privacy_unit=args.privacy_unit,
+            user_id_column=args.user_id_column,
+            max_examples_per_user=args.max_examples_per_user,
+        )
+        self._units = units
+        self._examples = tokenize_dataset(
+            train_dataset,
+            processing_class,
+            dataset_text_field=args.dataset_text_field,
+            max_length=args.max_length,
+            rows=None if len(kept_rows) == len(train_dataset) else kept_rows,
+        )
+        pad = processing_class.pad_token_id
+        self._pad_token_id = pad if pad is not None else processing_class.eos_token_id
+        if self._pad_token_id is None:
+            raise DPConfigError("The tokenizer has neither a pad nor an end-of-sequence token; set tokenizer.pad_token.")
+
+        n = units.num_units
+        if args.logical_batch_size > n:
+            raise DPConfigError(
+                f"logical_batch_size={args.logical_batch_size} exceeds the number of privacy units N = {n}; "
+                f"the sampling probability q = batch / N must be at most 1. Use logical_batch_size <= {n}."
+            )
+        self.ledger = self._resolve_ledger(args, ledger, n)
+        self.plan = self._make_plan(args, n, len(self._examples))
+
+        super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs)
+        self.remove_callback(ProgressCallback)
+        if not args.disable_tqdm:
+            self.add_callback(_DPProgressCallback)
+        self.add_callback(_FirstStepCheck(self))
+
+        self._seeds: SecretSeeds | None = None
+        self._run_id: str | None = None
+        self._first_step_snapshot: tuple[list[torch.Tensor], list[float]] | None = None
+        self._snapshot_pending = False
+        self._epsilon_cache: dict[int, float] = {}
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _apply_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
+        if peft_config is None:
+            return model
+        from peft import PeftModel, get_peft_model
+
+        if isinstance(model, PeftModel):
+            raise DPConfigError(
+                "model is already a PeftModel and peft_config= was given too; pass one or the other."
+            )
+        return get_peft_model(model, peft_config)
+
+    @staticmethod
+    def _resolve_ledger(args: DPSynthConfig, ledger: PrivacyLedger | None, n: int) -> PrivacyLedger:
+        if ledger is not None:
+            if args.target_epsilon is not None or args.target_delta is not None:
+                raise DPConfigError(
+                    "target_epsilon/target_delta must be unset when a ledger is given: the ledger holds the "
+                    "budget and δ of the whole release (its 'training' share is what training may spend)."
+                )
+            if ledger.privacy_unit != args.privacy_unit:
+                raise PrivacyUnitMismatchError(
+                    f"The ledger protects privacy_unit={ledger.privacy_unit!r} but training is configured with "
+                    f"privacy_unit={args.privacy_unit!r}; one release composes at one unit only."
+                )
+            if ledger.num_units is None:
+                raise PrivacyUnitMismatchError(
+                    f"The ledger has no num_units; create it with num_units={n} (the number of "
+                    f"{args.privacy_unit}s in the training data) so that δ < 1/N can be checked and N reported."
+                )
+            if ledger.num_units != n:
+                raise PrivacyUnitMismatchError(
+                    f"The ledger was created for N = {ledger.num_units} {args.privacy_unit}s but the training data "
+                    f"has N = {n} after contribution bounding; create the ledger with num_units={n}."
+                )
+            return ledger
+        delta = args.target_delta if args.target_delta is not None else 1.0 / (n * math.log(max(n, 3)))
+        if not delta < 1.0 / n:
+            raise InvalidPrivacyParameterError(
+                f"target_delta must be below 1/N = {1 / n:.3g} for N = {n} {args.privacy_unit}s; got {delta:g}. "
+                f"A common choice is 1/(N·ln N) = {1 / (n * math.log(max(n, 3))):.3g} (the default)."
+            )
+        if args.target_epsilon is None:
+            if args.noise_multiplier == 0:
+                epsilon = math.inf
+            else:
+                raise DPConfigError(
+                    "Give target_epsilon= (σ is then calibrated), or a shared ledger=, or noise_multiplier=0 to "
+                    "train without DP (reported as non-private)."
+                )
+        else:
+            epsilon = args.target_epsilon
+        return PrivacyLedger(
+            epsilon=epsilon, delta=delta, privacy_unit=args.privacy_unit, num_units=n, accountant=args.accountant
+        )
+
+    def _make_plan(self, args: DPSynthConfig, n: int, num_examples: int) -> DPTrainingPlan:
+        q = args.logical_batch_size / n
+        steps_per_epoch = max(1, round(n / args.logical_batch_size))
+        # The Trainer's own formula for the number of optimizer steps (checked again at step 1).
+        num_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+        if num_steps < 1:
+            raise DPConfigError(f"The schedule has no steps (num_train_epochs={args.num_train_epochs}).")
+        if args.noise_multiplier is not None:
+            sigma = float(args.noise_multiplier)
+        else:
+            sigma = self.ledger.calibrate(STAGE, sampling_probability=q, num_steps=num_steps)
+        event = dpsgd_event(noise_multiplier=sigma, sampling_probability=q, num_steps=num_steps)
+        if sigma > 0 and self.ledger.would_exceed(STAGE, event):
+            raise InvalidPrivacyParameterError(
+                f"noise_multiplier={sigma:g} for {num_steps} steps at q = {q:.4g} would exceed the ledger's "
+                f"budget for stage 'training' (remaining ε = {self.ledger.remaining(STAGE):.4g}). Raise σ, take "
+                "fewer steps, or leave noise_multiplier unset to calibrate it."
+            )
+        if sigma == 0 and math.isfinite(self.ledger.epsilon):
+            raise InvalidPrivacyParameterError(
+                "noise_multiplier=0 disables DP (ε = ∞), but the ledger has a finite budget "
+                f"(ε = {self.ledger.epsilon:g}); a non-private run needs a ledger with epsilon=math.inf."
+            )
+        return DPTrainingPlan(
+            num_units=n,
+            num_examples=num_examples,
+            logical_batch_size=args.logical_batch_size,
+            sampling_probability=q,
+            num_steps=num_steps,
+            steps_per_epoch=steps_per_epoch,
+            noise_multiplier=sigma,
+            per_example_max_grad_norm=args.per_example_max_grad_norm,
+            delta=self.ledger.delta,
+            privacy_unit=args.privacy_unit,
+            accountant=self.ledger.accountant or args.accountant,
+        )
+
+    # ------------------------------------------------------------------ the Trainer's data path
+    def get_train_dataloader(self) -> DataLoader:
+        # One tick per logical step; the Poisson draw is made in training_step, identical on every rank.
+        # Marked as prepared so accelerate does not re-shard it (which would give each rank its own draw).
+        loader = DataLoader(_StepTicks(self.plan.steps_per_epoch), batch_size=1, shuffle=False, collate_fn=_collate_tick)
+        loader._is_accelerate_prepared = True
+        return loader
+
+    def num_examples(self, dataloader: DataLoader) -> int:
+        # The "Num examples" banner line: N privacy units, not the number of ticks.
+        return self.plan.num_units
+
+    def get_total_train_batch_size(self, args) -> int:
+        # The banner's "Total train batch size": the expected logical batch, not chunk × devices.
+        return self.plan.logical_batch_size
+
+    # ------------------------------------------------------------------ training
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        """Charge the ledger for the whole schedule (or restore a charged run), then train."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise CheckpointError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
+        if resume_from_checkpoint:
+            self._restore_run(str(resume_from_checkpoint))
+        else:
+            self._start_run()
+        p = self.plan
+        logger.info(
+            "DP-SGD: N = %d %ss (public); Poisson q = %.4g (expected logical batch %d); physical chunk "
+            "per_device_train_batch_size = %d; σ = %.4g, C = %g, T = %d steps; ledger ε = %.4g of %.4g, δ = %.3g (%s).",
+            p.num_units, p.privacy_unit, p.sampling_probability, p.logical_batch_size,
+            self.args.per_device_train_batch_size, p.noise_multiplier, p.per_example_max_grad_norm, p.num_steps,
+            self.ledger.epsilon_spent(), self.ledger.epsilon, p.delta, p.accountant,
+        )
+        self._snapshot_pending = True  # check the first optimizer step of this call (DP_CORRECTNESS 11)
+        self._grads.attach()
+        try:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        finally:
+            self._grads.detach()
+
+    def _training_event(self):
+        p = self.plan
+        return dpsgd_event(noise_multiplier=p.noise_multiplier, sampling_probability=p.sampling_probability, num_steps=p.num_steps)
+
+    def _charge_metadata(self) -> dict[str, Any]:
+        p = self.plan
+        return {
+            "mechanism": "DP-SGD (Poisson-subsampled Gaussian)",
+            "noise_multiplier": p.noise_multiplier,
+            "sampling_probability": p.sampling_probability,
+            "num_steps": p.num_steps,
+            "per_example_max_grad_norm": p.per_example_max_grad_norm,
+            "logical_batch_size": p.logical_batch_size,
+            "run_id": self._run_id,
+        }
+
+    def _start_run(self) -> None:
+        """A new run: fresh secret randomness, and the whole schedule charged before step 1."""
+        seeds = SecretSeeds.fresh(self.args.dp_seed)
+        # Every rank must share the secret seeds (same draw everywhere); rank 0's are broadcast.
+        if self.args.world_size > 1:
+            from accelerate.utils import broadcast_object_list
+
+            payload = broadcast_object_list([seeds.sampling, seeds.noise, uuid.uuid4().hex])
+            seeds = SecretSeeds(sampling=payload[0], noise=payload[1])
+            self._run_id = payload[2]
+        else:
+            self._run_id = uuid.uuid4().hex
+        self._seeds = seeds
+        self.ledger.charge(
+            STAGE,
+            self._training_event(),
+            privacy_unit=self.plan.privacy_unit,
+            num_units=self.plan.num_units,
+            metadata=self._charge_metadata(),
+        )
+        if self.args.should_save:
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            self.ledger.save(os.path.join(self.args.output_dir, LEDGER_FILE))
+
+    def _restore_run(self, checkpoint: str) -> None:
+        """Continue a charged run from a checkpoint: same secrets, same schedule, no new charge."""
+        path = os.path.join(checkpoint, DP_STATE_FILE)
+        if not os.path.isfile(path):
+            raise CheckpointError(
+                f"{checkpoint} has no {DP_STATE_FILE}: without the run's sampling and noise state, resuming would "
+                "replay or redraw noise that was already charged. Start a new run (it is charged again), or resume "
+                "from a checkpoint written by DPSynthTrainer."
+            )
+        with open(path, encoding="utf-8") as fh:
+            state = json.load(fh)
+        saved = state["plan"]
+        mine = asdict(self.plan)
+        differing = sorted(k for k in saved if k != "accountant" and saved[k] != mine.get(k))
+        if differing:
+            raise CheckpointError(
+                f"The checkpoint {checkpoint} was written by a run with different DP settings "
+                f"({', '.join(f'{k}: {saved[k]} -> {mine.get(k)}' for k in differing)}); a resumed run must "
+                "continue the charged schedule exactly. Use the original configuration, or start a new run."
+            )
+        self._seeds = SecretSeeds(sampling=int(state["sampling_seed"]), noise=int(state["noise_seed"]))
+        self._run_id = state["run_id"]
+        already = any(
+            c.stage == STAGE and (c.metadata or {}).get("run_id") == self._run_id for c in self.ledger.charges
+        )
+        if not already:
+            # A fresh process with a fresh ledger: the spend of the interrupted run is re-recorded (not
+            # re-spent), so the ledger shows what this release really spent.
+            self.ledger.charge(
+                STAGE,
+                self._training_event(),
+                privacy_unit=self.plan.privacy_unit,
+                num_units=self.plan.num_units,
+                metadata=self._charge_metadata(),
+            )
+
+    def _save_checkpoint(self, model, trial):
+        # The run's secrets and the ledger go into every checkpoint, before the Trainer's own files
+        # (trainer_state.json, written last, marks the checkpoint complete). Checkpoints are private.
+        if self.args.should_save and self._seeds is not None:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            os.makedirs(folder, exist_ok=True)
+            state = {
+                "format": 1,
+                "warning": "PRIVATE: the secret seeds of a DP training run. Never publish this folder.",
+                "run_id": self._run_id,
+                "sampling_seed": str(self._seeds.sampling),
+                "noise_seed": str(self._seeds.noise),
+                "global_step": self.state.global_step,
+                "plan": asdict(self.plan),
+            }
+            _atomic_write_json(os.path.join(folder, DP_STATE_FILE), state)
+            self.ledger.save(os.path.join(folder, LEDGER_FILE))
+        return super()._save_checkpoint(model, trial)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The sum of per-example losses (training) or their mean (evaluation).
+
+        Privacy: each example's loss is its mean over its *own* target tokens, never normalised by
+        anything batch-wide, so its gradient depends on that example alone. An example without
+        target tokens has loss 0 and a zero gradient.
+        """
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        per_example = per_example_causal_lm_loss(outputs.logits, labels)
+        loss = per_example.sum() if model.training else per_example.mean()
+        return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """One logical DP-SGD step over the whole Poisson draw (``inputs`` is only a step tick)."""
+        step = self.state.global_step
+        if step == 0 and self.state.max_steps != self.plan.num_steps:
+            raise DPConfigError(
+                f"The Trainer plans {self.state.max_steps} steps but {self.plan.num_steps} were charged; this "
+                "would make the privacy report wrong. Please report this as a bug."
+            )
+        if self._snapshot_pending:
+            self._snapshot_pending = False
+            self._first_step_snapshot = (
+                [t.param.detach().clone() for t in self._trainable],
+                _frozen_checksum(self.model),
+            )
+        core = self.accelerator.unwrap_model(model)  # bypasses DDP's gradient averaging
+        rank, world = self.args.process_index, self.args.world_size
+        draw = PoissonSampler(
+            num_units=self.plan.num_units, sampling_probability=self.plan.sampling_probability, seed=self._seeds.sampling
+        ).draw(step)
+        share = rank_share(draw, self._units, rank=rank, world_size=world)
+        chunks = plan_chunks(share, self._units, self.args.per_device_train_batch_size)
+        params = [t.param for t in self._trainable]
+        clipped = ClippedSum(params, per_example_max_grad_norm=self.plan.per_example_max_grad_norm)
+        clipped.reset()
+        loss_sum = torch.zeros((), device=self.args.device)
+        for chunk in chunks:
+            inputs = collate(self._examples, chunk.examples.tolist(), pad_token_id=self._pad_token_id)
+            with self._grads.capture(batch_size=len(chunk.examples)):
+                loss_sum += super().training_step(core, inputs)
+            clipped.accumulate(
+                self._grads.pop(),
+                unit_slots=torch.as_tensor(chunk.unit_slots),
+                units=chunk.units.tolist(),
+                completes=chunk.completes.tolist(),
+            )
+        generator = None
+        if rank == 0 and self.plan.noise_multiplier > 0:
+            generator = noise_generator(self._seeds.noise, step, device=params[0].device)
+        clipped.add_noise(noise_multiplier=self.plan.noise_multiplier, generator=generator)
+        reduce = (lambda t: self.accelerator.reduce(t, reduction="sum")) if world > 1 else None
+        for p, g in zip(params, clipped.finish(expected_batch_size=self.plan.expected_batch_size, all_reduce=reduce)):
+            p.grad = g.to(p.dtype)
+        # Logged loss (not private): the mean per-example loss of this rank's share of the draw.
+        return loss_sum / max(1, sum(len(c.examples) for c in chunks))
+
+    def _check_first_step(self) -> None:
+        if self._first_step_snapshot is None:
+            return
+        before, frozen_before = self._first_step_snapshot
+        self._first_step_snapshot = None
+        if self.args.learning_rate > 0 and all(torch.equal(b, t.param) for b, t in zip(before, self._trainable)):
+            raise UnsupportedModelError(
+                "No trainable weight changed in the first optimizer step although the learning rate is "
+                f"{self.args.learning_rate:g}: the optimizer does not see the adapter's parameters (device or peft "
+                "ordering). Training would spend the budget for nothing."
+            )
+        if _frozen_checksum(self.model) != frozen_before:
+            raise UnsupportedModelError(
+                "A frozen (non-trainable) weight changed in the first optimizer step: something other than DP-SGD "
+                "updates the model (weight decay on frozen weights, a callback, a tied parameter)."
+            )
+
+    # ------------------------------------------------------------------ visibility
+    def _epsilon_after(self, steps: int) -> float:
+        """ε of the training stage had it stopped after ``steps`` steps (cached; off the hot path)."""
+        steps = min(steps, self.plan.num_steps)
+        if steps not in self._epsilon_cache:
+            p = self.plan
+            if steps == 0:
+                self._epsilon_cache[steps] = 0.0
+            else:
+                event = dpsgd_event(noise_multiplier=p.noise_multiplier, sampling_probability=p.sampling_probability, num_steps=steps)
+                self._epsilon_cache[steps] = compute_epsilon(event, delta=p.delta, accountant=p.accountant)
+        return self._epsilon_cache[steps]
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # ε spent so far (steps taken out of the charged plan) rides along with the loss logs.
+        if "loss" in logs:
+            logs["epsilon"] = self._epsilon_after(self.state.global_step)
+            logs["epsilon_charged"] = self.ledger.epsilon_spent(STAGE)
+        super().log(logs, start_time)
+
+    def privacy_report(self) -> TrainingPrivacyReport:
+        """The training stage's guarantee, read from the ledger."""
+        p = self.plan
+        report = self.ledger.report()
+        charged = self.ledger.epsilon_spent(STAGE) if self._run_id is not None else self._epsilon_after(p.num_steps)
+        notes = [_NOT_PRIVATE_NOTE]
+        if self.args.dp_seed is not None:
+            notes.append("dp_seed was set: the sampling and noise are reproducible, which is for tests only.")
+        if p.noise_multiplier == 0:
+            notes.append("noise_multiplier=0: DP is disabled; this model carries no privacy guarantee.")
+        return TrainingPrivacyReport(
+            epsilon=charged,
+            epsilon_total=self.ledger.epsilon_spent(),
+            epsilon_budget=self.ledger.epsilon,
+            delta=p.delta,
+            noise_multiplier=p.noise_multiplier,
+            sampling_probability=p.sampling_probability,
+            num_steps=p.num_steps,
+            steps_taken=self.state.global_step,
+            num_units=p.num_units,
+            logical_batch_size=p.logical_batch_size,
+            per_example_max_grad_norm=p.per_example_max_grad_norm,
+            accountant=report.accountant or p.accountant,
+            privacy_unit=p.privacy_unit,
+            adjacency=report.adjacency,
+            private=report.private and p.noise_multiplier > 0,
+            reproducibility_seed_set=self.args.dp_seed is not None,
+            notes=tuple(notes),
+        )
+
+
+def _atomic_write_json(path: str, data: Any) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
