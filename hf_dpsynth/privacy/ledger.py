@@ -1,0 +1,916 @@
+"""The privacy ledger: the one (ε, δ) budget of a synthetic-data release, and everything spent.
+
+Every mechanism that touches private data — DP histograms, DP-SGD training, private prediction,
+Private Evolution, audits — charges its dp-accounting event here *before* it runs. The ledger
+composes all charges with one accountant (PLD, or RDP when a planned stage needs it), refuses a
+charge that would exceed the budget or its stage's share while leaving itself unchanged, and
+saves to JSON atomically so that a resumed run continues from what was spent.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import json
+import math
+import numbers
+import os
+import platform
+import tempfile
+from collections.abc import Mapping
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import dp_accounting
+
+from hf_dpsynth.errors import (
+    BudgetPlanError,
+    InvalidPrivacyParameterError,
+    LedgerFormatError,
+    PrivacyBudgetExceededError,
+    PrivacyUnitMismatchError,
+    UnplannedStageError,
+    UnsupportedEventError,
+)
+from hf_dpsynth.privacy import _validation
+from hf_dpsynth.privacy.calibration import (
+    _AccountantSpec,
+    _calibrate_dpsgd,
+    _compose,
+    _Constraint,
+    _epsilon,
+    _out_of_range_error,
+    _SigmaOutOfRange,
+)
+from hf_dpsynth.privacy.events import (
+    ACCOUNTANT_KINDS,
+    STAGE_KINDS,
+    AccountantName,
+    MechanismKind,
+    accountant_for_kinds,
+    event_from_dict,
+    event_kind,
+    event_to_dict,
+    is_non_private,
+)
+
+__all__ = ["ADJACENCY", "Charge", "LedgerReport", "PrivacyLedger", "StagePlan", "StageReport"]
+
+PrivacyUnit = Literal["example", "user"]
+ADJACENCY = "add_or_remove_one"
+"""Neighbouring datasets differ by adding or removing all records of one privacy unit."""
+
+_PRIVACY_UNITS = ("example", "user")
+_SLACK = 1e-9  # relative tolerance for float noise in the budget checks; nothing more
+_FORMAT = "hf_dpsynth.privacy_ledger"
+_FORMAT_VERSION = 1
+_AccountantSource = Literal["given", "plan", "first_charge"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePlan:
+    """One planned stage: the share of ε it may spend on its own, and its mechanism kind."""
+
+    share: float
+    kind: MechanismKind
+
+
+@dataclasses.dataclass(frozen=True)
+class Charge:
+    """One recorded charge: the stage, its dp-accounting event, metadata and when it was made."""
+
+    stage: str
+    event: dp_accounting.DpEvent
+    metadata: Mapping[str, Any]
+    timestamp: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "event": event_to_dict(self.event),
+            "metadata": _json_copy(self.metadata),
+            "timestamp": self.timestamp,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class StageReport:
+    """What one stage spent (its own ε, composed alone) and the metadata of its charges."""
+
+    name: str
+    kind: str
+    share: float | None
+    epsilon_budget: float | None
+    epsilon_spent: float
+    charges: tuple[Mapping[str, Any], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "share": self.share,
+            "epsilon_budget": _json_number(self.epsilon_budget),
+            "epsilon_spent": _json_number(self.epsilon_spent),
+            "charges": [_json_copy(m) for m in self.charges],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerReport:
+    """The privacy guarantee of a release: composed ε, the budget, the unit and every stage.
+
+    ``private`` is False when any charge was non-private (σ = 0) or the budget is infinite (DP
+    disabled); such a release carries no DP guarantee and must be labelled so.
+    """
+
+    stages: tuple[StageReport, ...]
+    epsilon_spent: float
+    epsilon_budget: float
+    delta: float
+    accountant: str | None
+    adjacency: str
+    privacy_unit: str
+    num_units: int | None
+    private: bool
+    versions: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict for cards; infinite ε are written as the string ``"inf"``."""
+        return {
+            "epsilon_spent": _json_number(self.epsilon_spent),
+            "epsilon_budget": _json_number(self.epsilon_budget),
+            "delta": self.delta,
+            "accountant": self.accountant,
+            "adjacency": self.adjacency,
+            "privacy_unit": self.privacy_unit,
+            "num_units": self.num_units,
+            "private": self.private,
+            "stages": [stage.to_dict() for stage in self.stages],
+            "versions": dict(self.versions),
+        }
+
+    def __str__(self) -> str:
+        unit = f"{self.privacy_unit}-level DP, add/remove-one adjacency"
+        units = f", N = {self.num_units}" if self.num_units is not None else ""
+        accountant = self.accountant.upper() if self.accountant else "no accountant fixed yet"
+        lines = [
+            f"Privacy ledger: ε = {_fmt(self.epsilon_spent)} spent of {_fmt(self.epsilon_budget)}"
+            f", δ = {self.delta:.3g} ({unit}{units}; {accountant})",
+        ]
+        header = ("stage", "kind", "share", "ε budget", "ε spent", "charges")
+        rows = [
+            (
+                s.name,
+                s.kind,
+                "-" if s.share is None else f"{s.share:.3g}",
+                "-" if s.epsilon_budget is None else _fmt(s.epsilon_budget),
+                _fmt(s.epsilon_spent),
+                str(len(s.charges)),
+            )
+            for s in self.stages
+        ]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            cells = [
+                cell.ljust(w) if i < 2 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths))
+            ]
+            lines.append("  ".join(cells).rstrip())
+        if not self.private:
+            lines.append(
+                "NOT PRIVATE: a non-private mechanism was charged or DP is disabled (ε = inf)."
+            )
+        lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in self.versions.items()))
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class _Proposal:
+    """The ledger state a charge would produce, computed before anything is committed."""
+
+    stage: str
+    event: dp_accounting.DpEvent
+    accountant: AccountantName
+    total_accountant: dp_accounting.PrivacyAccountant | None
+    stage_accountant: dp_accounting.PrivacyAccountant | None
+    total_epsilon: float
+    stage_epsilon: float
+    non_private: bool
+    num_units: int | None
+    refusal: str | None
+
+
+class PrivacyLedger:
+    """The total (ε, δ) budget of one synthetic-data release, and every charge against it.
+
+    Args:
+        epsilon: the total ε budget; ``math.inf`` disables DP (every charge is accepted and the
+            report says the release is not private).
+        delta: the δ of the guarantee, in (0, 1) and below 1/N when N is known.
+        privacy_unit: ``"example"`` or ``"user"`` — what one neighbouring dataset adds or removes.
+        num_units: N, the number of privacy units (public, disclosed in the card), or None until a
+            charge states it.
+        accountant: ``"pld"`` or ``"rdp"``, or None to let :meth:`plan` (or the first charge)
+            choose: PLD when every stage's mechanism kind allows it, RDP otherwise.
+
+    Privacy: protects one privacy unit under add/remove adjacency, with the ledger's
+    (ε, δ), provided every mechanism that touches private data charges here before it runs.
+    Charges at another privacy unit are refused: a mixed ledger guarantees only the weaker unit.
+    """
+
+    def __init__(
+        self,
+        *,
+        epsilon: float,
+        delta: float,
+        privacy_unit: PrivacyUnit = "example",
+        num_units: int | None = None,
+        accountant: AccountantName | None = None,
+    ) -> None:
+        self._epsilon = _validation.epsilon("epsilon", epsilon, allow_inf=True)
+        self._delta = _validation.delta("delta", delta)
+        self._privacy_unit = _check_privacy_unit("privacy_unit", privacy_unit)
+        self._num_units: int | None = None
+        if num_units is not None:
+            self._num_units = _checked_num_units(num_units, self._delta)
+        if accountant is not None and accountant not in ACCOUNTANT_KINDS:
+            raise InvalidPrivacyParameterError(
+                f"accountant must be 'pld', 'rdp' or None; got {accountant!r}. Leave it None to "
+                "let the ledger choose from the planned stages."
+            )
+        self._accountant: AccountantName | None = accountant
+        self._accountant_source: _AccountantSource | None = "given" if accountant else None
+        self._plan: dict[str, StagePlan] | None = None
+        self._charges: list[Charge] = []
+        # Cached composition state: the trainer never calls an accountant on its hot path.
+        self._total_accountant: dp_accounting.PrivacyAccountant | None = None
+        self._stage_accountants: dict[str, dp_accounting.PrivacyAccountant] = {}
+        self._total_epsilon = 0.0
+        self._stage_epsilons: dict[str, float] = {}
+        self._non_private_stages: set[str] = set()
+
+    # ----------------------------------------------------------------------------------------
+    # Properties
+    # ----------------------------------------------------------------------------------------
+
+    @property
+    def epsilon(self) -> float:
+        """The total ε budget (``math.inf`` when DP is disabled)."""
+        return self._epsilon
+
+    @property
+    def delta(self) -> float:
+        return self._delta
+
+    @property
+    def privacy_unit(self) -> str:
+        return self._privacy_unit
+
+    @property
+    def num_units(self) -> int | None:
+        return self._num_units
+
+    @property
+    def adjacency(self) -> str:
+        return ADJACENCY
+
+    @property
+    def accountant(self) -> AccountantName | None:
+        """The ledger's accountant once fixed (given, planned, or chosen at the first charge)."""
+        return self._accountant
+
+    @property
+    def stage_plan(self) -> Mapping[str, StagePlan] | None:
+        """The planned stages (read-only), or None when no plan was made."""
+        return None if self._plan is None else MappingProxyType(self._plan)
+
+    @property
+    def charges(self) -> tuple[Charge, ...]:
+        return tuple(self._charges)
+
+    @property
+    def private(self) -> bool:
+        """False once a non-private event was charged, or when the budget is infinite."""
+        return math.isfinite(self._epsilon) and not self._non_private_stages
+
+    def __repr__(self) -> str:
+        return (
+            f"PrivacyLedger(epsilon={self._epsilon!r}, delta={self._delta!r}, "
+            f"privacy_unit={self._privacy_unit!r}, num_units={self._num_units!r}, "
+            f"accountant={self._accountant!r}, spent={self._total_epsilon!r}, "
+            f"charges={len(self._charges)})"
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Planning
+    # ----------------------------------------------------------------------------------------
+
+    def plan(self, shares: Mapping[str, float], *, kinds: Mapping[str, str] | None = None) -> None:
+        """Plans the stages: each may spend ``share × ε`` on its own; the shares sum to ≤ 1.
+
+        Vocabulary stages (:data:`~hf_dpsynth.privacy.STAGE_KINDS`) have a known mechanism kind;
+        any other stage needs one in ``kinds``. Unless the ledger was given an accountant, this
+        fixes it: PLD when every planned kind allows it, RDP otherwise. Must be called before
+        the first charge; afterwards, charging an unplanned stage is refused.
+
+        Privacy: shares bound what each stage can spend even if an earlier stage spent less
+        than its share; the total ε still bounds all stages together.
+        """
+        if self._charges:
+            raise BudgetPlanError(
+                f"plan() must be called before the first charge; {len(self._charges)} charge(s) "
+                "are already recorded. Plan every stage up front, when the ledger is created."
+            )
+        if not isinstance(shares, Mapping) or not shares:
+            raise BudgetPlanError(
+                f"shares must be a non-empty dict of stage name → share of ε; got {shares!r}. "
+                'Example: {"label_histogram": 0.1, "training": 0.9}.'
+            )
+        kinds = {} if kinds is None else dict(kinds)
+        unknown = sorted(set(kinds) - set(shares))
+        if unknown:
+            raise BudgetPlanError(
+                f"kinds names stages that have no share: {unknown}. Give every stage in kinds a "
+                "share too."
+            )
+        planned: dict[str, StagePlan] = {}
+        for stage, share in shares.items():
+            _check_stage_name(stage, error=BudgetPlanError)
+            if isinstance(share, bool) or not isinstance(share, numbers.Real) or not (
+                math.isfinite(share) and 0 < share <= 1
+            ):
+                raise BudgetPlanError(
+                    f"The share of stage {stage!r} must be a number in (0, 1]; got {share!r}. "
+                    "A share is the fraction of the total ε the stage may spend."
+                )
+            planned[stage] = StagePlan(float(share), _planned_kind(stage, kinds.get(stage)))
+        total = math.fsum(p.share for p in planned.values())
+        if total > 1 + 1e-9:
+            raise BudgetPlanError(
+                f"The shares sum to {total:.6g}, above 1: the stages could together spend more "
+                f"than ε. Got {dict(shares)!r}; scale them so that they sum to at most 1."
+            )
+        needed = accountant_for_kinds(p.kind for p in planned.values())
+        if self._accountant is not None and self._accountant_source == "given":
+            unsupported = sorted(
+                stage
+                for stage, p in planned.items()
+                if p.kind not in ACCOUNTANT_KINDS[self._accountant]
+            )
+            if unsupported:
+                raise BudgetPlanError(
+                    f"The ledger was created with accountant={self._accountant!r}, which cannot "
+                    f"compose the mechanisms of stages {unsupported}. Create it with "
+                    "accountant='rdp' (or accountant=None to let the plan choose)."
+                )
+        else:
+            self._accountant, self._accountant_source = needed, "plan"
+        self._plan = planned
+
+    # ----------------------------------------------------------------------------------------
+    # Charging
+    # ----------------------------------------------------------------------------------------
+
+    def charge(
+        self,
+        stage: str,
+        event: dp_accounting.DpEvent,
+        *,
+        privacy_unit: PrivacyUnit | None = None,
+        num_units: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Charge:
+        """Records ``event`` against ``stage`` — or refuses it before anything is spent.
+
+        Refused (PrivacyBudgetExceededError, ledger unchanged) when the composed ε of all charges
+        would exceed the budget, or the stage's own composed ε its planned share. Also refused:
+        an unplanned stage once a plan exists, an event the ledger's accountant cannot compose,
+        another privacy unit or N than the ledger's (a ledger without N adopts the first one
+        given). ``metadata`` is a small JSON-able dict of mechanism parameters kept with the
+        charge and in the report.
+
+        Privacy: call this before the mechanism runs, and persist the ledger (:meth:`save`)
+        before releasing its output, so a crash never re-runs a mechanism uncharged.
+        """
+        meta = _json_copy({} if metadata is None else metadata, what="metadata")
+        proposal = self._propose(stage, event, privacy_unit=privacy_unit, num_units=num_units)
+        if proposal.refusal is not None:
+            raise PrivacyBudgetExceededError(proposal.refusal)
+        timestamp = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        return self._commit(proposal, Charge(proposal.stage, event, meta, timestamp))
+
+    def would_exceed(self, stage: str, event: dp_accounting.DpEvent) -> bool:
+        """Whether :meth:`charge` would refuse ``event`` for budget reasons (nothing is spent).
+
+        Other problems (unplanned stage, unsupported event) raise as :meth:`charge` would.
+        """
+        return self._propose(stage, event, privacy_unit=None, num_units=None).refusal is not None
+
+    def _propose(
+        self,
+        stage: str,
+        event: dp_accounting.DpEvent,
+        *,
+        privacy_unit: str | None,
+        num_units: int | None,
+        check_budget: bool = True,
+    ) -> _Proposal:
+        _check_stage_name(stage, error=UnplannedStageError)
+        if not isinstance(event, dp_accounting.DpEvent):
+            raise UnsupportedEventError(
+                f"charge() needs a dp_accounting event; got {event!r}. Build one with "
+                "gaussian_event, dpsgd_event, zcdp_event or private_evolution_event."
+            )
+        event_to_dict(event)  # every charge must be saveable: refuse unknown event types now
+        kinds = event_kind(event)
+        self._check_planned(stage)
+        if privacy_unit is not None:
+            unit = _check_privacy_unit("privacy_unit", privacy_unit)
+            if unit != self._privacy_unit:
+                raise PrivacyUnitMismatchError(
+                    f"Stage {stage!r} charges at privacy unit {unit!r}, but this ledger protects "
+                    f"one {self._privacy_unit!r}. Composing both would guarantee only the weaker "
+                    f"unit; run the stage at {self._privacy_unit!r} level (bound each unit's "
+                    "contribution first), or use a separate ledger."
+                )
+        units = self._num_units
+        if num_units is not None:
+            given = _validation.count("num_units", num_units, minimum=1)
+            if units is None:
+                units = _checked_num_units(given, self._delta)
+            elif given != units:
+                raise PrivacyUnitMismatchError(
+                    f"Stage {stage!r} was computed for N = {given} privacy units, but the ledger "
+                    f"is for N = {units}. q, δ and the accounting depend on N: compute every stage "
+                    "on the same dataset."
+                )
+        accountant = self._accountant or accountant_for_kinds(kinds)
+        missing = kinds - ACCOUNTANT_KINDS[accountant]
+        if missing:
+            raise UnsupportedEventError(
+                f"This ledger's accountant is {accountant.upper()} (fixed by "
+                f"{_SOURCE_WORDS[self._accountant_source or 'first_charge']}), which cannot "
+                f"compose the {sorted(map(str, missing))} mechanism of stage {stage!r}. Create "
+                f"the ledger with accountant='rdp', or plan the stage up front "
+                f"(ledger.plan({{{stage!r}: share}}, kinds=...) before the first charge) so "
+                "that the ledger chooses RDP itself."
+            )
+
+        non_private = bool(self._non_private_stages) or is_non_private(event)
+        stage_non_private = stage in self._non_private_stages or is_non_private(event)
+        total_acc = stage_acc = None
+        total_eps = stage_eps = math.inf
+        spec = _AccountantSpec(accountant)
+        if not non_private:
+            total_acc = _extended(self._total_accountant, spec, event)
+            total_eps = _epsilon(total_acc, self._delta)
+        if not stage_non_private:
+            if total_acc is not None and all(c.stage == stage for c in self._charges):
+                # The stage holds every charge so far: its composition is the total's.
+                stage_acc, stage_eps = copy.deepcopy(total_acc), total_eps
+            else:
+                stage_acc = _extended(self._stage_accountants.get(stage), spec, event)
+                stage_eps = _epsilon(stage_acc, self._delta)
+
+        refusal = None
+        if check_budget and math.isfinite(self._epsilon):
+            refusal = self._refusal(stage, event, total_eps, stage_eps)
+        return _Proposal(
+            stage=stage,
+            event=event,
+            accountant=accountant,
+            total_accountant=total_acc,
+            stage_accountant=stage_acc,
+            total_epsilon=total_eps,
+            stage_epsilon=stage_eps,
+            non_private=is_non_private(event),
+            num_units=units,
+            refusal=refusal,
+        )
+
+    def _refusal(self, stage: str, event: Any, total_eps: float, stage_eps: float) -> str | None:
+        """Why a charge with these composed ε must be refused, or None."""
+        advice = (
+            "Nothing was spent. Add noise (ledger.calibrate(...) gives the smallest noise "
+            "multiplier that fits), take fewer steps, or drop the stage; raise a budget only in "
+            "a plan made before any private data was used."
+        )
+        if math.isinf(total_eps):
+            return (
+                f"Stage {stage!r} charges a non-private event ({event!r}, σ = 0), whose ε is "
+                f"infinite, to a ledger with a finite budget ε = {self._epsilon:g}. Add noise, "
+                "or create the ledger with epsilon=math.inf to disable DP (the release is then "
+                "labelled non-private)."
+            )
+        if total_eps > self._epsilon * (1 + _SLACK):
+            return (
+                f"Charging stage {stage!r} would raise the composed ε from "
+                f"{self._total_epsilon:.6g} to {total_eps:.6g}, above the budget "
+                f"ε = {self._epsilon:g} (δ = {self._delta:g}, {self._accountant_name()}). "
+                + advice
+            )
+        if self._plan is not None:
+            share = self._plan[stage].share
+            budget = share * self._epsilon
+            if stage_eps > budget * (1 + _SLACK):
+                return (
+                    f"Charging stage {stage!r} would raise its own ε from "
+                    f"{self._stage_epsilons.get(stage, 0.0):.6g} to {stage_eps:.6g}, above its "
+                    f"share {share:g} × ε = {budget:.6g} (δ = {self._delta:g}). " + advice
+                )
+        return None
+
+    def _commit(self, proposal: _Proposal, charge: Charge) -> Charge:
+        stage = proposal.stage
+        if self._accountant is None:
+            self._accountant, self._accountant_source = proposal.accountant, "first_charge"
+        self._num_units = proposal.num_units
+        if proposal.non_private:
+            self._non_private_stages.add(stage)
+        if proposal.total_accountant is not None:
+            self._total_accountant = proposal.total_accountant
+        if proposal.stage_accountant is not None:
+            self._stage_accountants[stage] = proposal.stage_accountant
+        self._total_epsilon = proposal.total_epsilon
+        self._stage_epsilons[stage] = proposal.stage_epsilon
+        self._charges.append(charge)
+        return charge
+
+    def _check_planned(self, stage: str) -> None:
+        if self._plan is not None and stage not in self._plan:
+            raise UnplannedStageError(
+                f"Stage {stage!r} is not in this ledger's plan (planned: {sorted(self._plan)}). "
+                "Every stage that spends budget must be planned before the first charge; add "
+                "it to the plan when the ledger is created."
+            )
+
+    def _accountant_name(self) -> str:
+        return (self._accountant or "pld").upper() + " accountant"
+
+    # ----------------------------------------------------------------------------------------
+    # Queries
+    # ----------------------------------------------------------------------------------------
+
+    def epsilon_spent(self, stage: str | None = None) -> float:
+        """The composed ε of all charges, or of one stage's charges alone.
+
+        Cached at charge time: no accountant is called here.
+
+        ``math.inf`` once a non-private event was charged.
+        """
+        if stage is None:
+            return self._total_epsilon
+        _check_stage_name(stage, error=UnplannedStageError)
+        self._check_planned(stage)
+        return self._stage_epsilons.get(stage, 0.0)
+
+    def remaining(self, stage: str | None = None) -> float:
+        """The ε still available: ε − spent; for a planned stage also at most share × ε − its spend."""
+        if math.isinf(self._epsilon):
+            return math.inf
+        left = max(0.0, self._epsilon - self._total_epsilon)
+        if stage is None or self._plan is None:
+            if stage is not None:
+                _check_stage_name(stage, error=UnplannedStageError)
+            return left
+        spent = self.epsilon_spent(stage)
+        return min(left, max(0.0, self._plan[stage].share * self._epsilon - spent))
+
+    def calibrate(self, stage: str, *, sampling_probability: float, num_steps: int) -> float:
+        """The smallest DP-SGD noise multiplier σ that ``stage`` can be charged with now.
+
+        σ is such that ``charge(stage, dpsgd_event(σ, q, T))`` fits the total budget and the
+        stage's share given everything already charged (ledger accountant and δ), and is at most
+        0.5 % above the smallest such σ (the same search as
+        :func:`~hf_dpsynth.privacy.calibrate_noise_multiplier`). Returns 0.0 when DP is disabled
+        (ε = inf). Raises PrivacyBudgetExceededError when no σ fits (budget exhausted).
+
+        Privacy: the σ is computed from public quantities (budget, q, T) only.
+        """
+        _check_stage_name(stage, error=UnplannedStageError)
+        self._check_planned(stage)
+        q = _validation.sampling_probability("sampling_probability", sampling_probability)
+        steps = _validation.count("num_steps", num_steps, minimum=1)
+        if math.isinf(self._epsilon):
+            return 0.0
+        accountant = self._accountant or "pld"  # DP-SGD events are PLD-compatible
+        stage_events = tuple(c.event for c in self._charges if c.stage == stage)
+        constraints = [
+            _Constraint(
+                events=tuple(c.event for c in self._charges),
+                budget=self._epsilon,
+                exact_base=self._total_accountant,
+            )
+        ]
+        if self._plan is not None:
+            constraints.append(
+                _Constraint(
+                    events=stage_events,
+                    budget=self._plan[stage].share * self._epsilon,
+                    exact_base=self._stage_accountants.get(stage),
+                )
+            )
+        try:
+            return _calibrate_dpsgd(
+                constraints,
+                accountant=accountant,
+                delta=self._delta,
+                sampling_probability=q,
+                num_steps=steps,
+            )
+        except _SigmaOutOfRange as exc:
+            if exc.side == "above":
+                raise PrivacyBudgetExceededError(
+                    f"No noise multiplier up to {exc.sigma:g} lets {steps} DP-SGD steps at "
+                    f"sampling probability {q:g} fit stage {stage!r}: ε left is "
+                    f"{self.remaining(stage):.4g} for the stage and {self.remaining():.4g} in "
+                    f"total (budget ε = {self._epsilon:g}). Take fewer steps or a lower "
+                    "sampling probability; the budget is (nearly) spent."
+                ) from None
+            raise _out_of_range_error(
+                exc, accountant, what=f"the remaining budget of stage {stage!r}"
+            ) from None
+
+    # ----------------------------------------------------------------------------------------
+    # Report
+    # ----------------------------------------------------------------------------------------
+
+    def report(self) -> LedgerReport:
+        """The guarantee so far: composed ε, budget, unit, accountant, and each stage's spend."""
+        names = list(self._plan or {})
+        names += [c.stage for c in self._charges if c.stage not in names]
+        names = list(dict.fromkeys(names))
+        stages = []
+        for name in names:
+            planned = (self._plan or {}).get(name)
+            share = planned.share if planned else None
+            stages.append(
+                StageReport(
+                    name=name,
+                    kind=self._stage_kind(name),
+                    share=share,
+                    epsilon_budget=None if share is None else share * self._epsilon,
+                    epsilon_spent=self._stage_epsilons.get(name, 0.0),
+                    charges=tuple(
+                        _json_copy(c.metadata) for c in self._charges if c.stage == name
+                    ),
+                )
+            )
+        return LedgerReport(
+            stages=tuple(stages),
+            epsilon_spent=self._total_epsilon,
+            epsilon_budget=self._epsilon,
+            delta=self._delta,
+            accountant=self._accountant,
+            adjacency=ADJACENCY,
+            privacy_unit=self._privacy_unit,
+            num_units=self._num_units,
+            private=self.private,
+            versions=_versions(),
+        )
+
+    def _stage_kind(self, stage: str) -> str:
+        if self._plan is not None and stage in self._plan:
+            return self._plan[stage].kind.value
+        if stage in STAGE_KINDS:
+            return STAGE_KINDS[stage].value
+        kinds: set[str] = set()
+        for c in self._charges:
+            if c.stage == stage:
+                kinds |= {k.value for k in event_kind(c.event)}
+        return "+".join(sorted(kinds)) or "none"
+
+    # ----------------------------------------------------------------------------------------
+    # Persistence
+    # ----------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: budget, unit, N, accountant, plan and every charge."""
+        plan = None
+        if self._plan is not None:
+            plan = {
+                "shares": {name: p.share for name, p in self._plan.items()},
+                "kinds": {name: p.kind.value for name, p in self._plan.items()},
+            }
+        return {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "epsilon": _json_number(self._epsilon),
+            "delta": self._delta,
+            "privacy_unit": self._privacy_unit,
+            "num_units": self._num_units,
+            "adjacency": ADJACENCY,
+            "accountant": self._accountant,
+            "accountant_source": self._accountant_source,
+            "plan": plan,
+            "charges": [c.to_dict() for c in self._charges],
+            "epsilon_spent": _json_number(self._total_epsilon),
+            "versions": _versions(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PrivacyLedger:
+        """The ledger :meth:`to_dict` describes, with every charge replayed in order.
+
+        The replay recomputes ε with the same accountant, so a resumed run continues exactly
+        where the saved one stopped.
+        """
+        if not isinstance(data, Mapping) or data.get("format") != _FORMAT:
+            found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+            raise LedgerFormatError(
+                f"Not an hf_dpsynth privacy ledger: expected format {_FORMAT!r}, got {found!r}."
+            )
+        if data.get("format_version") != _FORMAT_VERSION:
+            raise LedgerFormatError(
+                f"Unsupported ledger format_version {data.get('format_version')!r}; this "
+                f"hf_dpsynth reads version {_FORMAT_VERSION}. Upgrade hf_dpsynth to resume it."
+            )
+        try:
+            epsilon = data["epsilon"]
+            ledger = cls(
+                epsilon=math.inf if epsilon == "inf" else epsilon,
+                delta=data["delta"],
+                privacy_unit=data["privacy_unit"],
+                num_units=data["num_units"],
+                accountant=data["accountant"] if data["accountant_source"] == "given" else None,
+            )
+            if data["adjacency"] != ADJACENCY:
+                raise LedgerFormatError(f"Unknown adjacency {data['adjacency']!r}.")
+            if data["plan"] is not None:
+                ledger.plan(data["plan"]["shares"], kinds=data["plan"]["kinds"])
+            source = data["accountant_source"]
+            if source == "first_charge":
+                ledger._accountant, ledger._accountant_source = data["accountant"], source
+            if ledger._accountant != data["accountant"]:
+                raise LedgerFormatError(
+                    f"The saved accountant {data['accountant']!r} does not follow from the saved "
+                    f"plan and source {source!r}."
+                )
+            for record in data["charges"]:
+                event = event_from_dict(record["event"])
+                meta = _json_copy(record["metadata"], what="metadata")
+                proposal = ledger._propose(
+                    record["stage"], event, privacy_unit=None, num_units=None, check_budget=False
+                )
+                ledger._commit(proposal, Charge(record["stage"], event, meta, record["timestamp"]))
+        except (KeyError, TypeError) as exc:
+            raise LedgerFormatError(
+                f"Malformed privacy ledger: missing or bad field {exc}."
+            ) from exc
+        return ledger
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Writes the ledger to ``path`` as JSON, atomically (temp file, fsync, rename).
+
+        Privacy: save after each charge and before the mechanism's output is released, so a
+        crash can never lose a spend.
+        """
+        target = Path(path)
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        directory = target.resolve().parent
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, target)
+        except BaseException:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+            raise
+        try:  # make the rename itself durable
+            dir_fd = os.open(directory, os.O_RDONLY)
+        except OSError:  # pragma: no cover - platforms without directory fds
+            return target
+        try:
+            os.fsync(dir_fd)
+        except OSError:  # pragma: no cover
+            pass
+        finally:
+            os.close(dir_fd)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PrivacyLedger:
+        """The ledger saved at ``path`` (see :meth:`save`)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise LedgerFormatError(f"{path} is not valid JSON: {exc}.") from exc
+        return cls.from_dict(data)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+_SOURCE_WORDS = {
+    "given": "the ledger's accountant argument",
+    "plan": "the plan",
+    "first_charge": "the first charge",
+}
+
+
+def _extended(
+    base: dp_accounting.PrivacyAccountant | None,
+    spec: _AccountantSpec,
+    event: dp_accounting.DpEvent,
+) -> dp_accounting.PrivacyAccountant:
+    """A new accountant: ``base`` (copied, never mutated) with ``event`` composed in."""
+    acc = spec.new() if base is None else copy.deepcopy(base)
+    _compose(acc, event)
+    return acc
+
+
+def _check_stage_name(stage: Any, *, error: type[Exception]) -> None:
+    if not isinstance(stage, str) or not stage.strip():
+        raise error(f"A stage name must be a non-empty string; got {stage!r}.")
+
+
+def _planned_kind(stage: str, kind: str | None) -> MechanismKind:
+    """The mechanism kind of a planned stage: the vocabulary's, or the declared one."""
+    vocabulary = STAGE_KINDS.get(stage)
+    if kind is None:
+        if vocabulary is None:
+            raise BudgetPlanError(
+                f"Stage {stage!r} is not one hf_dpsynth knows ({sorted(STAGE_KINDS)}), so its "
+                f"mechanism kind must be declared: kinds={{{stage!r}: 'gaussian' | "
+                "'poisson_gaussian' | 'zcdp'}."
+            )
+        return vocabulary
+    try:
+        declared = MechanismKind(kind)
+    except ValueError:
+        raise BudgetPlanError(
+            f"Unknown mechanism kind {kind!r} for stage {stage!r}; use one of "
+            f"{[k.value for k in MechanismKind]}."
+        ) from None
+    if vocabulary is not None and declared != vocabulary:
+        raise BudgetPlanError(
+            f"Stage {stage!r} has the fixed kind {vocabulary.value!r}; got {kind!r}. Give a "
+            "custom mechanism its own stage name."
+        )
+    return declared
+
+
+def _check_privacy_unit(name: str, value: Any) -> str:
+    if value not in _PRIVACY_UNITS:
+        raise InvalidPrivacyParameterError(
+            f"{name} must be 'example' or 'user'; got {value!r}. Use 'user' when one person can "
+            "own several records (and bound each user's contribution)."
+        )
+    return str(value)
+
+
+def _checked_num_units(num_units: Any, delta: float) -> int:
+    n = _validation.count("num_units", num_units, minimum=1)
+    if not delta < 1 / n:
+        suggestion = 1 / (n * math.log(n)) if n > 2 else 1 / (2 * n)
+        raise InvalidPrivacyParameterError(
+            f"delta must be below 1/N = {1 / n:.3g} for N = {n} privacy units; got {delta:g}. "
+            f"With δ ≥ 1/N, releasing one unit's records verbatim would satisfy the guarantee. "
+            f"Use e.g. δ = 1/(N·ln N) = {suggestion:.3g}."
+        )
+    return n
+
+
+def _json_copy(value: Any, *, what: str = "value") -> Any:
+    """A deep copy of a JSON-able value (strict JSON: no NaN or infinities)."""
+    if what == "metadata" and not isinstance(value, Mapping):
+        raise LedgerFormatError(f"metadata must be a dict; got {value!r}.")
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise LedgerFormatError(
+            f"{what} must be JSON-serialisable (str keys; numbers, strings, lists, dicts; no NaN "
+            f"or infinity); got {value!r}: {exc}."
+        ) from exc
+
+
+def _json_number(value: float | None) -> float | str | None:
+    return "inf" if value is not None and math.isinf(value) else value
+
+
+def _fmt(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.4g}"
+
+
+def _versions() -> dict[str, str]:
+    from hf_dpsynth import __version__
+
+    def version(dist: str, fallback: str) -> str:
+        try:
+            return importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            return fallback
+
+    return {
+        "hf_dpsynth": version("hf-dpsynth", __version__),
+        "dp-accounting": version("dp-accounting", "unknown"),
+        "python": platform.python_version(),
+    }
+
