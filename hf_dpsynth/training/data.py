@@ -126,7 +126,7 @@ def tokenize_dataset(
             "Pass dataset_text_field= naming the text column, or give 'prompt' and 'completion' "
             "columns (loss on the completion only), or pre-tokenised 'input_ids'.",
         )
-        texts = dataset[dataset_text_field]
+        texts = list(dataset[dataset_text_field])
         for text in texts:
             if not isinstance(text, str):
                 raise DatasetError(
@@ -180,7 +180,7 @@ def build_privacy_units(
             f"contribution must be bounded; got {max_examples_per_user!r}."
         )
     by_user: dict[Any, list[int]] = {}
-    for row, user in enumerate(dataset[user_id_column]):
+    for row, user in enumerate(list(dataset[user_id_column])):
         if user is None:
             raise DatasetError(
                 f"Row {row} has no user id in column {user_id_column!r}; every row needs one for user-level DP."

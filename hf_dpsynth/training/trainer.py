@@ -222,7 +222,7 @@ class DPSynthTrainer(Trainer):
                 f"{args.n_gpu} GPUs in one process (DataParallel) would average per-device losses; launch one "
                 "process per device with `accelerate launch` or `torchrun` instead."
             )
-        model = self._apply_peft(model, peft_config)
+        model = self._apply_peft(model, peft_config, seed=args.seed)
         self._trainable = validate_model(model)
         self._grads = PerExampleGradients(self._trainable)
 
@@ -269,7 +269,7 @@ class DPSynthTrainer(Trainer):
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
-    def _apply_peft(model: torch.nn.Module, peft_config: Any) -> torch.nn.Module:
+    def _apply_peft(model: torch.nn.Module, peft_config: Any, *, seed: int) -> torch.nn.Module:
         if peft_config is None:
             return model
         from peft import PeftModel, get_peft_model
@@ -278,7 +278,11 @@ class DPSynthTrainer(Trainer):
             raise DPConfigError(
                 "model is already a PeftModel and peft_config= was given too; pass one or the other."
             )
-        return get_peft_model(model, peft_config)
+        # The adapter's initialisation is public randomness: seed it with the Trainer's seed so that
+        # runs are reproducible (the DP sampling and noise never use this seed).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return get_peft_model(model, peft_config)
 
     @staticmethod
     def _resolve_ledger(args: DPSynthConfig, ledger: PrivacyLedger | None, n: int) -> PrivacyLedger:
@@ -310,27 +314,29 @@ class DPSynthTrainer(Trainer):
                 f"target_delta must be below 1/N = {1 / n:.3g} for N = {n} {args.privacy_unit}s; got {delta:g}. "
                 f"A common choice is 1/(N·ln N) = {1 / (n * math.log(max(n, 3))):.3g} (the default)."
             )
-        if args.target_epsilon is None:
-            if args.noise_multiplier == 0:
-                epsilon = math.inf
-            else:
-                raise DPConfigError(
-                    "Give target_epsilon= (σ is then calibrated), or a shared ledger=, or noise_multiplier=0 to "
-                    "train without DP (reported as non-private)."
-                )
-        else:
+        if args.target_epsilon is not None:
             epsilon = args.target_epsilon
+        elif args.noise_multiplier is None:
+            raise DPConfigError(
+                "Give target_epsilon= (σ is then calibrated), noise_multiplier= (ε follows from it), a shared "
+                "ledger=, or noise_multiplier=0 to train without DP (reported as non-private)."
+            )
+        elif args.noise_multiplier == 0:
+            epsilon = math.inf
+        else:  # σ given: the budget is exactly what this schedule spends
+            q = args.logical_batch_size / n
+            event = dpsgd_event(
+                noise_multiplier=args.noise_multiplier, sampling_probability=q, num_steps=_num_steps(args, n)
+            )
+            epsilon = compute_epsilon(event, delta=delta, accountant=args.accountant)
         return PrivacyLedger(
             epsilon=epsilon, delta=delta, privacy_unit=args.privacy_unit, num_units=n, accountant=args.accountant
         )
 
     def _make_plan(self, args: DPSynthConfig, n: int, num_examples: int) -> DPTrainingPlan:
         q = args.logical_batch_size / n
-        steps_per_epoch = max(1, round(n / args.logical_batch_size))
-        # The Trainer's own formula for the number of optimizer steps (checked again at step 1).
-        num_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
-        if num_steps < 1:
-            raise DPConfigError(f"The schedule has no steps (num_train_epochs={args.num_train_epochs}).")
+        steps_per_epoch = _steps_per_epoch(args, n)
+        num_steps = _num_steps(args, n)
         if args.noise_multiplier is not None:
             sigma = float(args.noise_multiplier)
         else:
@@ -622,6 +628,19 @@ class DPSynthTrainer(Trainer):
             reproducibility_seed_set=self.args.dp_seed is not None,
             notes=tuple(notes),
         )
+
+
+def _steps_per_epoch(args: DPSynthConfig, n: int) -> int:
+    """Logical steps per epoch: an epoch is N / logical_batch_size Poisson draws (at least one)."""
+    return max(1, round(n / args.logical_batch_size))
+
+
+def _num_steps(args: DPSynthConfig, n: int) -> int:
+    """T, by the Trainer's own formula for the number of optimizer steps (checked again at step 1)."""
+    num_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * _steps_per_epoch(args, n))
+    if num_steps < 1:
+        raise DPConfigError(f"The schedule has no steps (num_train_epochs={args.num_train_epochs}, max_steps={args.max_steps}).")
+    return num_steps
 
 
 def _atomic_write_json(path: str, data: Any) -> None:
