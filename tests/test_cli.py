@@ -1,0 +1,37 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hf_dpsynth import __version__
+from hf_dpsynth.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_version_and_info(capsys):
+    proc = subprocess.run(["hf-dpsynth", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"hf-dpsynth {__version__}"
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["packages"]["hf-dpsynth"] == __version__
+    assert info["packages"]["dp-accounting"] and "cpu" in info["devices"]
+    assert "installed" in info["default_model"]
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().out
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci = [l for l in (ROOT / ".ci" / "run").read_text().splitlines()
+          if l.strip() and not l.lstrip().startswith(("#", "set ", "cd ", "export "))]
+    assert len(ci) == 1
+    command = ci[0].strip()
+    readme = (ROOT / "README.md").read_text()
+    setup = readme.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0].strip() for b in setup.split("```bash")[1:]]
+    assert len(blocks) == 2, "the set-up section has exactly two commands"
+    assert blocks[1] == command
+    assert "hf-dpsynth demo" in blocks[0] and "pip install" in blocks[0]
