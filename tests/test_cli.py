@@ -35,3 +35,15 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert len(blocks) == 2, "the set-up section has exactly two commands"
     assert blocks[1] == command
     assert "hf-dpsynth demo" in blocks[0] and "pip install" in blocks[0]
+
+
+def test_demo_smoke_run_on_tiny_model(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "tiny", "--records", "40", "--steps", "2", "--samples", "2",
+                 "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "DP training privacy report" in printed and "Not available in this version" in printed
+    report = json.loads((out / "privacy_report.json").read_text())
+    assert report["private"] and 0 < report["epsilon"] <= 4.0 and report["num_units"] == 40
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "privacy_ledger.json").is_file()
