@@ -81,6 +81,14 @@ class DPSynthConfig(TrainingArguments):
         metadata={"help": "Must stay False: each example's loss is normalised by its own tokens only."},
     )
 
+    def to_dict(self) -> dict:
+        # What the Trainer sends to trackers and logs: a reproducibility seed of the DP randomness
+        # must never be published (it reveals the draws and the noise).
+        data = super().to_dict()
+        if data.get("dp_seed") is not None:
+            data["dp_seed"] = "<redacted>"
+        return data
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.max_grad_norm and self.max_grad_norm > 0:
@@ -116,6 +124,35 @@ class DPSynthConfig(TrainingArguments):
                 "fp16=True scales the loss dynamically, which would scale every per-example gradient before "
                 "clipping. Use bf16=True or fp32."
             )
+        if self.auto_find_batch_size:
+            raise DPConfigError(
+                "auto_find_batch_size=True restarts the training loop from step 0 after an out-of-memory error "
+                "while keeping the updated weights: charged steps would run again with the same noise. Lower "
+                "per_device_train_batch_size (the physical chunk size) instead; it never changes the DP batch."
+            )
+        if self.deepspeed or self.fsdp or getattr(self, "parallelism_config", None) is not None:
+            raise DPConfigError(
+                "DeepSpeed, FSDP and other sharded back-ends apply or average each backward pass's raw gradient "
+                "themselves, before per-example clipping and noise. Use plain data parallelism (torchrun / "
+                "`accelerate launch` without DeepSpeed or FSDP); LoRA adapters are small enough for it."
+            )
+        optim = str(getattr(self.optim, "value", self.optim))
+        if "lomo" in optim or "layerwise" in optim:
+            raise DPConfigError(
+                f"optim={optim!r} updates the weights inside the backward pass, with the raw (unclipped, "
+                "noiseless) gradient. Use an optimizer that steps on the final gradient, e.g. adamw_torch."
+            )
+        if self.neftune_noise_alpha:
+            raise DPConfigError(
+                "neftune_noise_alpha scales embedding noise by the padded batch length, so one example's "
+                "gradient would depend on the other examples of its chunk. Leave it unset for DP training."
+            )
+        if self.label_smoothing_factor:
+            raise DPConfigError(
+                "label_smoothing_factor is not applied by DP training's per-example loss; leave it at 0."
+            )
+        if self.max_steps == 0:
+            raise DPConfigError("max_steps=0 gives a schedule without steps; use max_steps=-1 (epochs) or a positive count.")
         if not self.per_example_max_grad_norm or self.per_example_max_grad_norm <= 0 or not math.isfinite(
             self.per_example_max_grad_norm
         ):

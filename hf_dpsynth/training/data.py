@@ -143,8 +143,10 @@ def tokenize_dataset(
     return TokenizedExamples(input_ids=input_ids, labels=labels)
 
 
-def _cap_key(user: Any, row: int) -> bytes:
-    return hashlib.sha256(_CAP_SALT + repr(user).encode() + b"\x00" + str(row).encode()).digest()
+def _cap_key(user: Any, nth: int) -> bytes:
+    # Keyed on the user and the position of the row among *that user's own* rows, never on a global
+    # row index: which rows a user keeps must not depend on any other user's data.
+    return hashlib.sha256(_CAP_SALT + repr(user).encode() + b"\x00" + str(nth).encode()).digest()
 
 
 def build_privacy_units(
@@ -156,9 +158,11 @@ def build_privacy_units(
 ) -> tuple[PrivacyUnits, list[int]]:
     """Group the rows into privacy units and bound each user's contribution.
 
-    Returns the units (over the kept rows, renumbered 0..n-1) and the dataset rows kept, in order.
-    For user-level DP each user keeps at most ``max_examples_per_user`` rows, chosen by a fixed
-    public hash of (user id, row) — deterministic, independent of any other user's data.
+    Returns the units and the dataset rows kept. Unit u owns positions ``offsets[u]:offsets[u+1]``
+    of the kept-rows list, so the examples must be tokenised in exactly that order (grouped by
+    user). For user-level DP each user keeps at most ``max_examples_per_user`` rows, chosen by a
+    fixed public hash of (user id, the row's position among that user's rows) — deterministic and
+    independent of any other user's data.
 
     Privacy: the cap bounds how much one user can move the training signal; the user count N is
     public (it sets the sampling rate) and is reported.
@@ -190,7 +194,8 @@ def build_privacy_units(
     offsets = [0]
     for user, user_rows in by_user.items():
         if len(user_rows) > max_examples_per_user:
-            user_rows = sorted(sorted(user_rows, key=lambda r: _cap_key(user, r))[:max_examples_per_user])
+            ranked = sorted(range(len(user_rows)), key=lambda nth: _cap_key(user, nth))
+            user_rows = [user_rows[nth] for nth in sorted(ranked[:max_examples_per_user])]
         kept_rows.extend(user_rows)
         offsets.append(len(kept_rows))
     examples = np.arange(len(kept_rows), dtype=np.int64)

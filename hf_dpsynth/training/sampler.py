@@ -62,3 +62,13 @@ def noise_generator(seed: int, step: int, device: torch.device | str = "cpu") ->
     generator = torch.Generator(device=device)
     generator.manual_seed((int(state[0]) << 31) ^ int(state[1]))
     return generator
+
+
+def dropout_seed(seed: int, step: int) -> int:
+    """Seed of the torch RNG during step ``step``'s forward passes, so dropout masks are secret too.
+
+    Privacy: with public dropout masks, removing one example would shift the masks of the others
+    (they are drawn by position in the chunk), which the sensitivity analysis does not allow for.
+    """
+    state = np.random.SeedSequence(_entropy(seed, step, 3)).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])

@@ -17,6 +17,9 @@ the first one runs.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from transformers import Trainer, TrainerCallback
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
@@ -37,12 +40,15 @@ from hf_dpsynth.errors import (
     DatasetError,
     DPConfigError,
     InvalidPrivacyParameterError,
+    PrivacyBudgetExceededError,
     PrivacyUnitMismatchError,
     UnsupportedModelError,
 )
 from hf_dpsynth.privacy import PrivacyLedger, compute_epsilon, dpsgd_event
 from hf_dpsynth.training.config import DPSynthConfig
 from hf_dpsynth.training.data import (
+    IGNORE_INDEX,
+    TokenizedExamples,
     build_privacy_units,
     collate,
     plan_chunks,
@@ -51,7 +57,7 @@ from hf_dpsynth.training.data import (
 )
 from hf_dpsynth.training.loss import per_example_causal_lm_loss
 from hf_dpsynth.training.grad_sample import ClippedSum, PerExampleGradients, validate_model
-from hf_dpsynth.training.sampler import PoissonSampler, SecretSeeds, noise_generator
+from hf_dpsynth.training.sampler import PoissonSampler, SecretSeeds, dropout_seed, noise_generator
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset as HFDataset
@@ -215,6 +221,13 @@ class DPSynthTrainer(Trainer):
             raise DPConfigError("processing_class= (the tokenizer) is required to tokenise the training data.")
         if kwargs.get("model_init") is not None:
             raise DPConfigError("model_init= is not supported: pass the model itself.")
+        if kwargs.get("compute_loss_func") is not None:
+            raise DPConfigError(
+                "compute_loss_func= is not supported: DP training needs each example's loss normalised by its "
+                "own tokens only, which DPSynthTrainer computes itself."
+            )
+        for callback in kwargs.get("callbacks") or ():
+            _refuse_private_selection(callback)
         if train_dataset is None:
             raise DatasetError("train_dataset= is required.")
         if args.n_gpu > 1:
@@ -234,12 +247,12 @@ class DPSynthTrainer(Trainer):
             max_examples_per_user=args.max_examples_per_user,
         )
         self._units = units
-        self._examples = tokenize_dataset(
+        self._examples = examples = tokenize_dataset(
             train_dataset,
             processing_class,
             dataset_text_field=args.dataset_text_field,
             max_length=args.max_length,
-            rows=None if len(kept_rows) == len(train_dataset) else kept_rows,
+            rows=kept_rows,  # unit u owns positions offsets[u]:offsets[u+1] of this order
         )
         pad = processing_class.pad_token_id
         self._pad_token_id = pad if pad is not None else processing_class.eos_token_id
@@ -252,6 +265,7 @@ class DPSynthTrainer(Trainer):
                 f"logical_batch_size={args.logical_batch_size} exceeds the number of privacy units N = {n}; "
                 f"the sampling probability q = batch / N must be at most 1. Use logical_batch_size <= {n}."
             )
+        self._data_fingerprint = _fingerprint(examples, units.offsets)
         self.ledger = self._resolve_ledger(args, ledger, n)
         self.plan = self._make_plan(args, n, len(self._examples))
 
@@ -265,7 +279,14 @@ class DPSynthTrainer(Trainer):
         self._run_id: str | None = None
         self._first_step_snapshot: tuple[list[torch.Tensor], list[float]] | None = None
         self._snapshot_pending = False
+        self._verify_pending = False
+        self._steps_run: set[int] = set()
         self._epsilon_cache: dict[int, float] = {}
+
+    def add_callback(self, callback):
+        # Early stopping selects a checkpoint by a metric on (private) evaluation data: not DP.
+        _refuse_private_selection(callback)
+        return super().add_callback(callback)
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -403,6 +424,7 @@ class DPSynthTrainer(Trainer):
             self.ledger.epsilon_spent(), self.ledger.epsilon, p.delta, p.accountant,
         )
         self._snapshot_pending = True  # check the first optimizer step of this call (DP_CORRECTNESS 11)
+        self._verify_pending = True  # check per-example gradients against autograd on the first chunk
         self._grads.attach()
         try:
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
@@ -438,6 +460,8 @@ class DPSynthTrainer(Trainer):
         else:
             self._run_id = uuid.uuid4().hex
         self._seeds = seeds
+        self._steps_run = set()
+        self._refuse_forgetting_earlier_spend()
         self.ledger.charge(
             STAGE,
             self._training_event(),
@@ -445,9 +469,32 @@ class DPSynthTrainer(Trainer):
             num_units=self.plan.num_units,
             metadata=self._charge_metadata(),
         )
+        self._after_charge()
+
+    def _after_charge(self) -> None:
+        """Fix the accountant the ledger settled on, and persist the ledger before any step runs."""
+        if self.ledger.accountant and self.ledger.accountant != self.plan.accountant:
+            self.plan = dataclasses.replace(self.plan, accountant=self.ledger.accountant)
+            self._epsilon_cache.clear()
         if self.args.should_save:
             os.makedirs(self.args.output_dir, exist_ok=True)
             self.ledger.save(os.path.join(self.args.output_dir, LEDGER_FILE))
+
+    def _refuse_forgetting_earlier_spend(self) -> None:
+        """Never overwrite the ledger of an earlier run in output_dir with one that does not hold its charges."""
+        path = os.path.join(self.args.output_dir, LEDGER_FILE)
+        if not os.path.isfile(path):
+            return
+        earlier = PrivacyLedger.load(path)
+        mine = {_charge_key(c) for c in self.ledger.charges}
+        missing = [c for c in earlier.charges if _charge_key(c) not in mine]
+        if missing:
+            raise CheckpointError(
+                f"{path} records an earlier run that spent ε = {earlier.epsilon_spent():.4g} on the same data "
+                f"({len(missing)} charge(s) this trainer's ledger does not hold). Overwriting it would forget that "
+                "spend. Resume that run (train(resume_from_checkpoint=...)), pass ledger=PrivacyLedger.load(path) "
+                "to charge a new run on top of it, or use another output_dir for unrelated data."
+            )
 
     def _restore_run(self, checkpoint: str) -> None:
         """Continue a charged run from a checkpoint: same secrets, same schedule, no new charge."""
@@ -469,8 +516,16 @@ class DPSynthTrainer(Trainer):
                 f"({', '.join(f'{k}: {saved[k]} -> {mine.get(k)}' for k in differing)}); a resumed run must "
                 "continue the charged schedule exactly. Use the original configuration, or start a new run."
             )
+        if state.get("data_fingerprint") != self._data_fingerprint:
+            raise CheckpointError(
+                f"The checkpoint {checkpoint} was written while training on different data (after tokenisation and "
+                "contribution bounding). Resuming would reuse the run's draws and noise on other data, and two such "
+                "models together cancel the noise. Resume with the original data, or start a new run."
+            )
         self._seeds = SecretSeeds(sampling=int(state["sampling_seed"]), noise=int(state["noise_seed"]))
         self._run_id = state["run_id"]
+        # Steps after the checkpoint re-run from the checkpoint's state: the same computation, nothing new.
+        self._steps_run = set(range(int(state["global_step"])))
         already = any(
             c.stage == STAGE and (c.metadata or {}).get("run_id") == self._run_id for c in self.ledger.charges
         )
@@ -484,6 +539,7 @@ class DPSynthTrainer(Trainer):
                 num_units=self.plan.num_units,
                 metadata=self._charge_metadata(),
             )
+        self._after_charge()
 
     def _save_checkpoint(self, model, trial):
         # The run's secrets and the ledger go into every checkpoint, before the Trainer's own files
@@ -498,6 +554,7 @@ class DPSynthTrainer(Trainer):
                 "sampling_seed": str(self._seeds.sampling),
                 "noise_seed": str(self._seeds.noise),
                 "global_step": self.state.global_step,
+                "data_fingerprint": self._data_fingerprint,
                 "plan": asdict(self.plan),
             }
             _atomic_write_json(os.path.join(folder, DP_STATE_FILE), state)
@@ -511,6 +568,11 @@ class DPSynthTrainer(Trainer):
         anything batch-wide, so its gradient depends on that example alone. An example without
         target tokens has loss 0 and a zero gradient.
         """
+        if "labels" not in inputs:
+            raise DatasetError(
+                "DPSynthTrainer computes losses from 'labels'; an evaluation dataset must be tokenised with "
+                "input_ids and labels (-100 where no loss is taken)."
+            )
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         per_example = per_example_causal_lm_loss(outputs.logits, labels)
@@ -520,58 +582,125 @@ class DPSynthTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         """One logical DP-SGD step over the whole Poisson draw (``inputs`` is only a step tick)."""
         step = self.state.global_step
-        if step == 0 and self.state.max_steps != self.plan.num_steps:
-            raise DPConfigError(
-                f"The Trainer plans {self.state.max_steps} steps but {self.plan.num_steps} were charged; this "
-                "would make the privacy report wrong. Please report this as a bug."
-            )
+        self._claim_step(step)
         if self._snapshot_pending:
             self._snapshot_pending = False
             self._first_step_snapshot = (
                 [t.param.detach().clone() for t in self._trainable],
                 _frozen_checksum(self.model),
+                max(group["lr"] for group in self.optimizer.param_groups),
             )
         core = self.accelerator.unwrap_model(model)  # bypasses DDP's gradient averaging
         rank, world = self.args.process_index, self.args.world_size
         draw = PoissonSampler(
             num_units=self.plan.num_units, sampling_probability=self.plan.sampling_probability, seed=self._seeds.sampling
         ).draw(step)
-        share = rank_share(draw, self._units, rank=rank, world_size=world)
-        chunks = plan_chunks(share, self._units, self.args.per_device_train_batch_size)
+        chunk_size = self.args.per_device_train_batch_size
+        chunks = plan_chunks(rank_share(draw, self._units, rank=rank, world_size=world), self._units, chunk_size)
+        # Every rank runs as many chunks as the busiest one (the draw is known everywhere): the
+        # others pad with fully masked chunks, so per-forward collectives could never hang.
+        num_chunks = max(
+            len(plan_chunks(rank_share(draw, self._units, rank=r, world_size=world), self._units, chunk_size))
+            for r in range(world)
+        ) if world > 1 else len(chunks)
         params = [t.param for t in self._trainable]
         clipped = ClippedSum(params, per_example_max_grad_norm=self.plan.per_example_max_grad_norm)
         clipped.reset()
         loss_sum = torch.zeros((), device=self.args.device)
-        for chunk in chunks:
-            inputs = collate(self._examples, chunk.examples.tolist(), pad_token_id=self._pad_token_id)
-            with self._grads.capture(batch_size=len(chunk.examples)):
-                loss_sum += super().training_step(core, inputs)
-            clipped.accumulate(
-                self._grads.pop(),
-                unit_slots=torch.as_tensor(chunk.unit_slots),
-                units=chunk.units.tolist(),
-                completes=chunk.completes.tolist(),
-            )
+        with self._secret_torch_rng(step):  # dropout masks drawn from the run's secret randomness
+            for index in range(num_chunks):
+                if index >= len(chunks):
+                    self._padding_chunk(core)
+                    continue
+                chunk = chunks[index]
+                inputs = collate(self._examples, chunk.examples.tolist(), pad_token_id=self._pad_token_id)
+                with self._grads.capture(batch_size=len(chunk.examples)):
+                    loss_sum += super().training_step(core, inputs)
+                per_example = self._grads.pop()
+                if self._verify_pending:
+                    self._verify_pending = False
+                    self._verify_against_autograd(per_example)
+                clipped.accumulate(
+                    per_example,
+                    unit_slots=torch.as_tensor(chunk.unit_slots),
+                    units=chunk.units.tolist(),
+                    completes=chunk.completes.tolist(),
+                )
         generator = None
         if rank == 0 and self.plan.noise_multiplier > 0:
             generator = noise_generator(self._seeds.noise, step, device=params[0].device)
         clipped.add_noise(noise_multiplier=self.plan.noise_multiplier, generator=generator)
         reduce = (lambda t: self.accelerator.reduce(t, reduction="sum")) if world > 1 else None
         for p, g in zip(params, clipped.finish(expected_batch_size=self.plan.expected_batch_size, all_reduce=reduce)):
-            p.grad = g.to(p.dtype)
+            p.grad = g.to(p.dtype)  # replaces whatever autograd accumulated
         # Logged loss (not private): the mean per-example loss of this rank's share of the draw.
         return loss_sum / max(1, sum(len(c.examples) for c in chunks))
+
+    def _claim_step(self, step: int) -> None:
+        """Refuse to take a step beyond the charged schedule, or to take one step of this run twice."""
+        if step >= self.plan.num_steps or self.state.max_steps != self.plan.num_steps:
+            raise PrivacyBudgetExceededError(
+                f"Step {step + 1} of a run charged for {self.plan.num_steps} steps (the Trainer plans "
+                f"{self.state.max_steps}): it would spend budget that was never charged. Start a new run, which is "
+                "charged again."
+            )
+        if step in self._steps_run:
+            raise CheckpointError(
+                f"Step {step} of this run was already taken: running it again from another model state would reuse "
+                "its noise. Resume from a checkpoint (which restores the model state), or start a new run."
+            )
+        self._steps_run.add(step)
+
+    @contextlib.contextmanager
+    def _secret_torch_rng(self, step: int):
+        on_cuda = self.args.device.type == "cuda"
+        devices = [self.args.device.index if self.args.device.index is not None else torch.cuda.current_device()] if on_cuda else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(dropout_seed(self._seeds.noise, step))
+            yield
+
+    def _padding_chunk(self, core: torch.nn.Module) -> None:
+        """A forward/backward on one fully masked example: zero gradient, keeps ranks in lockstep."""
+        pad = TokenizedExamples(input_ids=[[self._pad_token_id] * 2], labels=[[IGNORE_INDEX] * 2])
+        with self._grads.capture(batch_size=1):
+            super().training_step(core, collate(pad, [0], pad_token_id=self._pad_token_id))
+        self._grads.pop()
+
+    def _verify_against_autograd(self, per_example: dict[torch.nn.Parameter, torch.Tensor]) -> None:
+        """Per-example gradients must add up to autograd's gradient (checked on a run's first chunk).
+
+        Catches a trainable parameter with no per-example path (it would train on noise alone) and
+        models whose batch is not the first dimension of every linear layer's input.
+        """
+        low_precision = self.args.bf16
+        for t in self._trainable:
+            reference = t.param.grad
+            mine = per_example.get(t.param)
+            if reference is None:
+                continue
+            reference = reference.float()
+            if mine is None:
+                error = math.inf if float(reference.abs().max()) > 0 else 0.0
+            else:
+                error = float((mine.sum(dim=0) - reference).norm() / (reference.norm() + 1e-12))
+            if error > (5e-2 if low_precision else 1e-3):
+                raise UnsupportedModelError(
+                    f"The per-example gradients of {t.name!r} do not add up to its gradient (relative error "
+                    f"{error:.2g}): the parameter is used in a way the hooks do not see (e.g. peft target_parameters, "
+                    "a functional call, or a batch dimension that is not first). Its clipping would be wrong; freeze it "
+                    "or target standard linear layers."
+                )
 
     def _check_first_step(self) -> None:
         if self._first_step_snapshot is None:
             return
-        before, frozen_before = self._first_step_snapshot
+        before, frozen_before, lr = self._first_step_snapshot
         self._first_step_snapshot = None
-        if self.args.learning_rate > 0 and all(torch.equal(b, t.param) for b, t in zip(before, self._trainable)):
+        if lr > 0 and all(torch.equal(b, t.param) for b, t in zip(before, self._trainable)):
             raise UnsupportedModelError(
-                "No trainable weight changed in the first optimizer step although the learning rate is "
-                f"{self.args.learning_rate:g}: the optimizer does not see the adapter's parameters (device or peft "
-                "ordering). Training would spend the budget for nothing."
+                f"No trainable weight changed in the first optimizer step although the learning rate was {lr:g}: "
+                "the optimizer does not see the adapter's parameters (device or peft ordering). Training would "
+                "spend the budget for nothing."
             )
         if _frozen_checksum(self.model) != frozen_before:
             raise UnsupportedModelError(
@@ -594,7 +723,7 @@ class DPSynthTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # ε spent so far (steps taken out of the charged plan) rides along with the loss logs.
-        if "loss" in logs:
+        if "loss" in logs and self.is_world_process_zero():  # an accountant call: main process only
             logs["epsilon"] = self._epsilon_after(self.state.global_step)
             logs["epsilon_charged"] = self.ledger.epsilon_spent(STAGE)
         super().log(logs, start_time)
@@ -630,6 +759,30 @@ class DPSynthTrainer(Trainer):
         )
 
 
+def _refuse_private_selection(callback: Any) -> None:
+    if isinstance(callback, EarlyStoppingCallback) or callback is EarlyStoppingCallback:
+        raise DPConfigError(
+            "EarlyStoppingCallback stops training by a metric on evaluation data; on private data that choice is "
+            "not differentially private (and the full schedule is charged anyway). Train for a fixed schedule."
+        )
+
+
+def _fingerprint(examples: TokenizedExamples, offsets: np.ndarray) -> str:
+    """A digest of the tokenised training data and its units (kept in private checkpoints only)."""
+    digest = hashlib.sha256()
+    digest.update(np.asarray(offsets, dtype=np.int64).tobytes())
+    for ids, labels in zip(examples.input_ids, examples.labels):
+        digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+        digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def _charge_key(charge: Any) -> tuple:
+    run_id = (charge.metadata or {}).get("run_id")
+    return (charge.stage, run_id) if run_id else (charge.stage, charge.timestamp)
+
+
 def _steps_per_epoch(args: DPSynthConfig, n: int) -> int:
     """Logical steps per epoch: an epoch is N / logical_batch_size Poisson draws (at least one)."""
     return max(1, round(n / args.logical_batch_size))
@@ -637,7 +790,7 @@ def _steps_per_epoch(args: DPSynthConfig, n: int) -> int:
 
 def _num_steps(args: DPSynthConfig, n: int) -> int:
     """T, by the Trainer's own formula for the number of optimizer steps (checked again at step 1)."""
-    num_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * _steps_per_epoch(args, n))
+    num_steps = args.max_steps if args.max_steps >= 0 else math.ceil(args.num_train_epochs * _steps_per_epoch(args, n))
     if num_steps < 1:
         raise DPConfigError(f"The schedule has no steps (num_train_epochs={args.num_train_epochs}, max_steps={args.max_steps}).")
     return num_steps

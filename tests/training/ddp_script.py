@@ -23,6 +23,7 @@ def main(output_dir: str, privacy_unit: str) -> None:
         output_dir=output_dir, target_epsilon=8.0, target_delta=1e-3, logical_batch_size=10,
         per_device_train_batch_size=3, max_steps=3, learning_rate=1e-2, dp_seed=99, use_cpu=True,
         report_to="none", save_strategy="no", disable_tqdm=True, privacy_unit=privacy_unit,
+        optim="sgd",  # plain SGD: a gradient-scale error (e.g. averaging instead of summing) would show
         user_id_column="user" if privacy_unit == "user" else None,
         max_examples_per_user=3 if privacy_unit == "user" else None,
     )

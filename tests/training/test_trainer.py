@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 from hf_dpsynth import DPSynthConfig, DPSynthTrainer, PrivacyLedger
 from hf_dpsynth.errors import (
     CheckpointError,
+    PrivacyBudgetExceededError,
     DatasetError,
     DPConfigError,
     InvalidPrivacyParameterError,
@@ -102,7 +103,8 @@ def test_train_reports_dp_accounting_epsilon_and_model_stays_a_peft_model(tmp_pa
     assert report.epsilon <= 4.0
     assert (report.sampling_probability, report.num_steps, report.steps_taken, report.num_units) == (0.2, 4, 4, 40)
     assert report.delta == pytest.approx(1 / (40 * math.log(40)))
-    assert report.private and "not private" in " ".join(report.notes).lower() or "not covered" in " ".join(report.notes)
+    assert report.private
+    assert "not covered" in " ".join(report.notes)
     # Trainable weights changed, frozen ones did not (DP_CORRECTNESS 11).
     after = adapter_state(trainer)
     assert any(not torch.equal(trainable_before[n], after[n]) for n in after)
@@ -343,6 +345,15 @@ def test_dp_randomness_comes_from_dp_seed_or_os_entropy_never_the_trainer_seed(t
     same_a, grads_a = draws("a", dp_seed=5, seed=1)
     same_b, grads_b = draws("b", dp_seed=5, seed=2)
     assert same_a == same_b  # the Trainer's seed does not move the draws
+    # ... nor the noise: with lr 0 the adapter stays at its (seed-dependent) init... so compare the
+    # noise directly: same dp_seed, same draws, same per-step noise (the gradients differ only by
+    # the adapter init, which is public; the noise part is identical).
+    from hf_dpsynth.training.sampler import noise_generator
+    seeds = trainer_module.SecretSeeds.fresh(5)
+    n1 = torch.randn(8, generator=noise_generator(seeds.noise, 0))
+    n2 = torch.randn(8, generator=noise_generator(trainer_module.SecretSeeds.fresh(5).noise, 0))
+    assert torch.equal(n1, n2) and not torch.equal(n1, torch.randn(8, generator=noise_generator(seeds.noise, 1)))
+    assert len(grads_a) == len(grads_b) == 3
     fresh_a, _ = draws("c", dp_seed=None, seed=42)
     fresh_b, _ = draws("d", dp_seed=None, seed=42)
     assert fresh_a != fresh_b  # same public seed, different secret draws (OS entropy)
@@ -356,3 +367,101 @@ def test_checkpoints_hold_private_state_and_report_says_so(tmp_path):
     assert "PRIVATE" in state["warning"]
     text = str(trainer.privacy_report())
     assert "ε (training stage)" in text and "not covered" in text
+
+
+def test_user_level_removing_one_user_moves_the_pre_noise_sum_by_at_most_clip(tmp_path):
+    """Users interleaved in time order and over the cap: one user's removal moves the sum by <= C."""
+    users = [0, 1, 2, 0, 3, 1, 0, 2, 0, 1, 3, 0, 2, 0, 1]  # user 0 has 6 rows, cap 3
+    ds = make_dataset(len(users), users=users, seed=3)
+    clip = 1e-3  # every user's gradient is clipped: equality is reachable
+    sums = {}
+    for name, keep in (("all", None), ("without_u2", [i for i, u in enumerate(users) if u != 2])):
+        capture = GradCapture()
+        data = ds if keep is None else ds.select(keep)
+        n_users = len(set(data["user"]))
+        trainer = make_trainer(tmp_path / name, dataset=data, privacy_unit="user", user_id_column="user",
+                               max_examples_per_user=3, logical_batch_size=n_users, per_device_train_batch_size=2,
+                               max_steps=1, callbacks=[capture], per_example_max_grad_norm=clip,
+                               noise_multiplier=0.0, target_epsilon=None)
+        trainer.train()
+        sums[name] = torch.cat([g.reshape(-1) for g in capture.grads[0].values()]) * trainer.plan.expected_batch_size
+    diff = float((sums["all"] - sums["without_u2"]).norm())
+    assert diff <= clip * (1 + 1e-4)
+    assert diff == pytest.approx(clip, rel=1e-3)
+
+
+def test_contribution_cap_of_one_user_does_not_depend_on_other_users():
+    from hf_dpsynth.training.data import build_privacy_units
+
+    users = ["a", "b", "a", "b", "b", "a", "b", "b", "b"]
+    ds = make_dataset(len(users)).add_column("uid", users)
+
+    def kept_texts_of_b(data):
+        units, rows = build_privacy_units(data, privacy_unit="user", user_id_column="uid", max_examples_per_user=3)
+        return sorted(data[r]["text"] for r in rows if data[r]["uid"] == "b")
+
+    without_a = ds.select([i for i, u in enumerate(users) if u != "a"])
+    assert kept_texts_of_b(ds) == kept_texts_of_b(without_a)
+    units, rows = build_privacy_units(ds, privacy_unit="user", user_id_column="uid", max_examples_per_user=3)
+    # Each unit holds exactly one user's rows.
+    for u in range(units.num_units):
+        assert len({ds[rows[i]]["uid"] for i in units.examples_of(u)}) == 1
+
+
+def test_refusals_that_protect_the_schedule(tmp_path):
+    from transformers import EarlyStoppingCallback
+    from transformers.trainer_callback import DefaultFlowCallback
+
+    with pytest.raises(DPConfigError, match="EarlyStoppingCallback"):
+        make_trainer(tmp_path, n=20, callbacks=[EarlyStoppingCallback()])
+    trainer = make_trainer(tmp_path / "es", n=20)
+    with pytest.raises(DPConfigError, match="EarlyStoppingCallback"):
+        trainer.add_callback(EarlyStoppingCallback)
+    with pytest.raises(DPConfigError, match="auto_find_batch_size"):
+        config(tmp_path, auto_find_batch_size=True)
+    with pytest.raises(DPConfigError, match="optimizer"):
+        config(tmp_path, optim="adalomo")
+    # Without the Trainer's own stopping rule, the trainer still never steps past the charged T.
+    # (5 steps per epoch, 7 charged: the Trainer iterates 2 epochs = 10 ticks.)
+    trainer = make_trainer(tmp_path / "overrun", n=40, max_steps=7)
+    trainer.remove_callback(DefaultFlowCallback)
+    with pytest.raises(PrivacyBudgetExceededError, match="Step 8 of a run charged for 7 steps"):
+        trainer.train()
+    assert trainer.state.global_step == 7
+
+
+def test_warmup_does_not_trip_the_first_step_check(tmp_path):
+    trainer = make_trainer(tmp_path, n=20, max_steps=3, warmup_steps=2)
+    trainer.train()
+    assert trainer.state.global_step == 3
+
+
+def test_resume_on_other_data_is_refused_and_earlier_ledger_is_never_forgotten(tmp_path):
+    first = make_trainer(tmp_path, n=30, max_steps=2, save_strategy="steps", save_steps=1)
+    first.train()
+    other = make_trainer(tmp_path, dataset=make_dataset(30, seed=9), max_steps=2)
+    with pytest.raises(CheckpointError, match="different data"):
+        other.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-1"))
+    # A new run in the same folder with a fresh ledger would forget the first run's spend.
+    again = make_trainer(tmp_path, n=30, max_steps=2)
+    with pytest.raises(CheckpointError, match="earlier run"):
+        again.train()
+    # Charged on top of the loaded ledger, it is accepted.
+    ledger = PrivacyLedger.load(tmp_path / "out" / "privacy_ledger.json")
+    spent_before = ledger.epsilon_spent()
+    on_top = make_trainer(tmp_path, n=30, max_steps=2, ledger=ledger, target_epsilon=None)
+    assert on_top.plan.noise_multiplier > 3 * first.plan.noise_multiplier  # only the remainder is left
+    on_top.train()
+    assert spent_before < ledger.epsilon_spent() <= 4.0
+    assert len([c for c in ledger.charges if c.stage == "training"]) == 2
+
+
+def test_a_trainable_weight_used_outside_its_layer_is_refused(tmp_path):
+    trainer = make_trainer(tmp_path, n=20, max_steps=1)
+    lora_a = next(t.param for t in trainer._trainable if "lora_A" in t.name)
+    # The weight also enters the loss through a functional call the hooks cannot see.
+    trainer.model.base_model.model.model.norm.register_forward_hook(
+        lambda m, i, out: out + 0.1 * (out[..., : lora_a.shape[1]] @ lora_a.T).sum(-1, keepdim=True)
+    )
+    with pytest.raises(UnsupportedModelError, match="do not add up"):
+        trainer.train()
