@@ -462,6 +462,13 @@ class DPSynthTrainer(Trainer):
         self._seeds = seeds
         self._steps_run = set()
         self._refuse_forgetting_earlier_spend()
+        self._charge_training()
+
+    def _charge_training(self) -> None:
+        """Charge all T steps of this run, fix the accountant the ledger settled on, persist the ledger.
+
+        Privacy: runs before the first step; a refused charge raises before anything is trained.
+        """
         self.ledger.charge(
             STAGE,
             self._training_event(),
@@ -469,10 +476,6 @@ class DPSynthTrainer(Trainer):
             num_units=self.plan.num_units,
             metadata=self._charge_metadata(),
         )
-        self._after_charge()
-
-    def _after_charge(self) -> None:
-        """Fix the accountant the ledger settled on, and persist the ledger before any step runs."""
         if self.ledger.accountant and self.ledger.accountant != self.plan.accountant:
             self.plan = dataclasses.replace(self.plan, accountant=self.ledger.accountant)
             self._epsilon_cache.clear()
@@ -532,14 +535,7 @@ class DPSynthTrainer(Trainer):
         if not already:
             # A fresh process with a fresh ledger: the spend of the interrupted run is re-recorded (not
             # re-spent), so the ledger shows what this release really spent.
-            self.ledger.charge(
-                STAGE,
-                self._training_event(),
-                privacy_unit=self.plan.privacy_unit,
-                num_units=self.plan.num_units,
-                metadata=self._charge_metadata(),
-            )
-        self._after_charge()
+            self._charge_training()
 
     def _save_checkpoint(self, model, trial):
         # The run's secrets and the ledger go into every checkpoint, before the Trainer's own files
