@@ -47,3 +47,7 @@ def test_demo_smoke_run_on_tiny_model(tmp_path, capsys):
     assert report["private"] and 0 < report["epsilon"] <= 4.0 and report["num_units"] == 40
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert (out / "privacy_ledger.json").is_file()
+    # A second demo run in the same folder is a new release of the public demo data.
+    assert main(["demo", "--model", "tiny", "--records", "40", "--steps", "1", "--samples", "0",
+                 "--output-dir", str(out)]) == 0
+    assert "Removing the previous demo outputs" in capsys.readouterr().out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 
 NAME = "demo"
@@ -46,6 +47,23 @@ def _step(number: int, text: str) -> None:
     print(f"\n[{number}] {text}", flush=True)
 
 
+def _sample(model, tokenizer, samples: int) -> None:
+    import torch
+
+    _step(4, f"Sampling {samples} messages from the DP adapter (post-processing: no privacy cost)")
+    labels = ["ham", "spam"] * (samples // 2) + ["ham"] * (samples % 2)
+    tokenizer.padding_side = "left"
+    prompts = tokenizer([_prompt(tokenizer, label) for label in labels], return_tensors="pt", padding=True,
+                        add_special_tokens=False)
+    model.eval()
+    with torch.no_grad():
+        generated = model.generate(**prompts, max_new_tokens=40, do_sample=True, top_p=0.9, temperature=1.0,
+                                   pad_token_id=tokenizer.pad_token_id)
+    for label, row in zip(labels, generated):
+        text = tokenizer.decode(row[prompts["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        print(f"    {label:>4}: {text!r}")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from peft import LoraConfig
@@ -56,6 +74,14 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = os.path.abspath(args.output_dir)
+    if os.path.isfile(os.path.join(out, "privacy_ledger.json")):
+        # The demo's data is a published corpus and each demo run is a release of its own: start
+        # afresh rather than refuse. (With private data, the trainer refuses to forget a ledger.)
+        print(f"Removing the previous demo outputs in {out}: each demo run is a new release.")
+        for name in ("privacy_ledger.json", "privacy_report.json"):
+            if os.path.isfile(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        shutil.rmtree(os.path.join(out, "adapter"), ignore_errors=True)
     _step(1, f"Loading {DEFAULT_MODEL_NAME if args.model == 'default' else 'a random tiny model (smoke run)'}")
     model, tokenizer = load_model_and_tokenizer() if args.model == "default" else tiny_causal_lm()
     print(f"    {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
@@ -87,18 +113,8 @@ def run(args: argparse.Namespace) -> int:
     with open(os.path.join(out, "privacy_report.json"), "w", encoding="utf-8") as fh:
         json.dump(report.to_dict(), fh, indent=2, default=str)
 
-    _step(4, f"Sampling {args.samples} messages from the DP adapter (post-processing: no privacy cost)")
-    labels = ["ham", "spam"] * (args.samples // 2) + ["ham"] * (args.samples % 2)
-    tokenizer.padding_side = "left"
-    prompts = tokenizer([_prompt(tokenizer, label) for label in labels], return_tensors="pt", padding=True,
-                        add_special_tokens=False)
-    trainer.model.eval()
-    with torch.no_grad():
-        generated = trainer.model.generate(**prompts, max_new_tokens=40, do_sample=True, top_p=0.9, temperature=1.0,
-                                           pad_token_id=tokenizer.pad_token_id)
-    for label, row in zip(labels, generated):
-        text = tokenizer.decode(row[prompts["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-        print(f"    {label:>4}: {text!r}")
+    if args.samples > 0:
+        _sample(trainer.model, tokenizer, args.samples)
 
     print("\nNot available in this version (later releases deliver them):")
     for stage in NOT_YET:
