@@ -2,7 +2,7 @@
 
     python benchmarks/bench_training.py [--model default|tiny] [--steps 4] [--logical-batch 8]
         [--chunk 8] [--seq-len 128] [--lora-r 16] [--layers all|top-4] [--device cpu|cuda]
-        [--dtype fp32|bf16] [--repeats 1] [--modes nondp dp_loop ...] [--profile]
+        [--dtype fp32|bf16] [--repeats 1] [--modes nondp dp_loop ...] [--breakdown] [--profile]
 
 Every mode trains the same LoRA adapter (r, alpha = 2r, dropout 0, all linear layers or those of
 the top k blocks) of a freshly loaded model on the same fixed-length token sequences (SMS Spam
@@ -25,11 +25,13 @@ Ratios are reported loop vs loop (dp_loop and opacus vs nondp) and Trainer vs Tr
 nondp_trainer). Step time is the mean over the timed steps; the first step (warm-up: lazy
 optimizer state, allocator growth, first-call overheads) is excluded. With ``--repeats R`` every
 step counts with its best of R rounds (the least disturbed: on a shared 2-core machine other
-processes and the allocator's page faults move single steps by 10-15%); each step's CPU time and
+processes, the host and the allocator move single steps by 10-40%); each step's CPU time and
 the CPU used by other processes meanwhile (/proc/stat) are reported too, and before each mode the
-driver waits for the CPU to be idle. All DP modes add the same noise (same generator per step,
-same parameter order), so their final adapters agree up to float rounding, and so do the two
-non-DP modes: the table shows the largest difference, a check that the modes did the same work.
+driver waits for the CPU to be idle. ``--breakdown`` times the DP-specific code itself (hooks,
+clipping, noise) inside the DP workers, which splits the DP overhead far more precisely than the
+ratio of two noisy step times. All DP modes add the same noise (same generator per step, same
+parameter order), so their final adapters agree up to float rounding, and so do the two non-DP
+modes: the table shows the largest difference, a check that the modes did the same work.
 
 Each mode runs in its own subprocess, one after the other: a process's peak RSS (``ru_maxrss``)
 only grows, so several modes in one process would all report the largest peak, and a fresh
@@ -67,7 +69,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MODES = ("nondp", "dp_loop", "opacus", "nondp_trainer", "dp")
 REFERENCE = {"dp_loop": "nondp", "opacus": "nondp", "nondp_trainer": "nondp", "dp": "nondp_trainer"}
-SAME_WORK_AS = {"dp_loop": "dp_loop", "opacus": "dp_loop", "dp": "dp_loop", "nondp": "nondp", "nondp_trainer": "nondp"}
+# Modes that must produce the same final adapter (same draws, same noise); the first one present is the reference.
+SAME_WORK = (("dp_loop", "dp", "opacus"), ("nondp", "nondp_trainer"))
 DATA_FILE = Path("/work/shared/data/sms-spam-collection/SMSSpamCollection")
 DP_SEED = 0  # the test seed DPSynthTrainer turns into its sampling and noise seeds
 ADAPTER_SEED = 42  # TrainingArguments' default seed: DPSynthTrainer initialises LoRA with it
@@ -140,7 +143,11 @@ def lora_config(cfg: BenchConfig, model):
     k = int(cfg.layers.split("-", 1)[1])
     n = model.config.num_hidden_layers
     names = sorted(
-        {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in name}
+        {
+            name.rsplit(".", 1)[-1]
+            for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and ".layers." in name
+        }
     )
     # peft refuses layers_to_transform with target_modules="all-linear": name the linear layers instead.
     return LoraConfig(target_modules=names, layers_to_transform=list(range(n - k, n)), **common)
@@ -201,7 +208,8 @@ class Draws:
     def batch(self, chunk, device) -> dict:
         from hf_dpsynth.training.data import collate
 
-        return {k: v.to(device) for k, v in collate(self.examples, chunk.examples.tolist(), pad_token_id=self.pad_token_id).items()}
+        batch = collate(self.examples, chunk.examples.tolist(), pad_token_id=self.pad_token_id)
+        return {k: v.to(device) for k, v in batch.items()}
 
 
 def _rss_mib() -> float:
@@ -245,11 +253,13 @@ class StepClock:
     on a shared machine; on 2 cores even a little of it shows in the wall time.
     """
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, counters: dict[str, float]):
         self.device = device
+        self.counters = counters  # running totals of the instrumented DP code (see _instrument)
         self.wall: list[float] = []
         self.cpu: list[float] = []
         self.other_cpu: list[float] = []
+        self.parts: list[dict[str, float]] = []
 
     @staticmethod
     def _system_busy_s() -> float:
@@ -262,6 +272,7 @@ class StepClock:
 
     def start(self) -> None:
         _sync(self.device)
+        self._counted = dict(self.counters)
         self._marks = (time.perf_counter(), time.process_time(), self._system_busy_s())
 
     def stop(self) -> None:
@@ -270,6 +281,56 @@ class StepClock:
         self.wall.append(time.perf_counter() - wall)
         self.cpu.append(time.process_time() - cpu)
         self.other_cpu.append(max(0.0, self._system_busy_s() - busy - self.cpu[-1]))
+        self.parts.append({k: v - self._counted.get(k, 0.0) for k, v in self.counters.items()})
+
+
+def _instrument(mode: str, device: str) -> dict[str, float]:
+    """``--breakdown``: wall-clock timers around the DP-specific code of ``mode`` (this process only).
+
+    Wraps hf_dpsynth's hook and clipping methods (dp, dp_loop), or Opacus' hooks and the clipping
+    and noise of the opacus loop; returns the dict of running totals in seconds. The wrappers add
+    ~1 µs per call; on CUDA they synchronise, so the totals are device time too.
+    """
+    totals: dict[str, float] = {}
+    if mode in ("dp", "dp_loop"):
+        from hf_dpsynth.training import grad_sample as gs
+
+        targets = [
+            (gs.PerExampleGradients, "_on_forward", "forward hook"),
+            (gs.PerExampleGradients, "_on_grad", "per-example grads (backward hook)"),
+            (gs.ClippedSum, "accumulate", "clip + sum"),
+            (gs.ClippedSum, "add_noise", "noise"),
+            (gs.ClippedSum, "finish", "scale"),
+        ]
+    elif mode == "opacus":
+        from opacus.grad_sample.grad_sample_module import GradSampleHooks
+
+        module = sys.modules[__name__]
+        targets = [
+            (GradSampleHooks, "capture_activations_hook", "forward hook"),
+            (GradSampleHooks, "capture_backprops_hook", "per-example grads (backward hook)"),
+            (module, "_opacus_clip_accumulate", "clip + sum"),
+            (module, "_opacus_noise_and_scale", "noise + scale"),
+        ]
+    else:
+        return totals
+
+    def timed(fn, label):
+        def wrapper(*args, **kwargs):
+            _sync(device)
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _sync(device)
+                totals[label] = totals.get(label, 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    for owner, name, label in targets:
+        totals[label] = 0.0
+        setattr(owner, name, timed(getattr(owner, name), label))
+    return totals
 
 
 def _chunk_loss(model, batch: dict, cfg: BenchConfig):
@@ -344,25 +405,35 @@ def _loop_opacus(cfg, model, draws, params, optimizer):
         summed = [torch.zeros_like(p) for p in params]
         for chunk in chunks:
             _chunk_loss(gsm, draws.batch(chunk, cfg.device), cfg).sum().backward()
-            # As DPOptimizer.clip_and_accumulate: per-parameter norms → per-sample norm → factor.
-            samples = [p.grad_sample for p in params]
-            norms = torch.stack([g.reshape(len(g), -1).norm(2, dim=-1) for g in samples], dim=1).norm(2, dim=1)
-            factor = (cfg.clip / (norms + 1e-6)).clamp(max=1.0)
-            for total, p, g in zip(summed, params, samples):
-                total += torch.einsum("i,i...", factor.to(p.dtype), g.to(p.dtype))
-                p.grad_sample = None  # GradSampleModule would otherwise stack the next chunk onto it
-            del samples  # nor keep this chunk's per-sample gradients alive through the next one
-        # The same noise stream as ClippedSum.add_noise (same generator, same parameter order).
+            _opacus_clip_accumulate(params, summed, cfg.clip)
         generator = noise_generator(draws.seeds.noise, index, device=params[0].device)
-        std = cfg.noise_multiplier * cfg.clip
-        for p, total in zip(params, summed):
-            noise = torch.randn(total.shape, generator=generator, dtype=torch.float32, device=generator.device)
-            p.grad = ((total + std * noise.to(total.device)) / draws.expected_batch_size).to(p.dtype)
+        _opacus_noise_and_scale(params, summed, cfg.noise_multiplier * cfg.clip, generator, draws.expected_batch_size)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return sum(len(c.examples) for c in chunks)
 
     return step
+
+
+def _opacus_clip_accumulate(params, summed, clip: float) -> None:
+    """As Opacus' DPOptimizer.clip_and_accumulate: per-parameter norms → per-sample norm → factor → sum."""
+    import torch
+
+    samples = [p.grad_sample for p in params]
+    norms = torch.stack([g.reshape(len(g), -1).norm(2, dim=-1) for g in samples], dim=1).norm(2, dim=1)
+    factor = (clip / (norms + 1e-6)).clamp(max=1.0)
+    for total, p, g in zip(summed, params, samples):
+        total += torch.einsum("i,i...", factor.to(p.dtype), g.to(p.dtype))
+        p.grad_sample = None  # GradSampleModule would otherwise stack the next chunk onto it
+
+
+def _opacus_noise_and_scale(params, summed, std: float, generator, expected_batch_size: float) -> None:
+    """The same noise stream as ClippedSum.add_noise (same generator, same parameter order), then / q·N."""
+    import torch
+
+    for p, total in zip(params, summed):
+        noise = torch.randn(total.shape, generator=generator, dtype=torch.float32, device=generator.device)
+        p.grad = ((total + std * noise.to(total.device)) / expected_batch_size).to(p.dtype)
 
 
 LOOPS = {"nondp": _loop_nondp, "dp_loop": _loop_dp, "opacus": _loop_opacus}
@@ -435,7 +506,9 @@ def _nondp_trainer_class():
 
         def get_train_dataloader(self) -> DataLoader:
             # One tick per step, exactly as DPSynthTrainer (the draw is made in training_step).
-            loader = DataLoader(list(range(self.bench_steps)), batch_size=1, collate_fn=lambda b: {"tick": torch.tensor(b[0])})
+            loader = DataLoader(
+                list(range(self.bench_steps)), batch_size=1, collate_fn=lambda b: {"tick": torch.tensor(b[0])}
+            )
             loader._is_accelerate_prepared = True
             return loader
 
@@ -456,16 +529,17 @@ def _nondp_trainer_class():
 
 
 # ---------------------------------------------------------------- one worker = one mode
-def run_worker(mode: str, cfg: BenchConfig, out_dir: str, profile: bool) -> dict:
+def run_worker(mode: str, cfg: BenchConfig, out_dir: str, profile: bool, breakdown: bool = False) -> dict:
     import torch
 
     torch.set_num_threads(cfg.threads)
+    counters = _instrument(mode, cfg.device) if breakdown else {}
     torch.manual_seed(0)
     model, tokenizer = load_model(cfg)
     examples = make_examples(cfg, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     draws = Draws(cfg, examples, pad)
-    clock = StepClock(cfg.device)
+    clock = StepClock(cfg.device, counters)
     sizes: list[int] = []
     profiler = None
 
@@ -551,6 +625,7 @@ def run_worker(mode: str, cfg: BenchConfig, out_dir: str, profile: bool) -> dict
         "times": clock.wall,
         "cpu_times": clock.cpu,
         "other_cpu": clock.other_cpu,
+        "parts": clock.parts,
         "sizes": sizes,
         "setup_rss_mib": setup_rss,
         "peak_rss_mib": max(setup_peak, _peak_rss_mib()),
@@ -576,11 +651,11 @@ def _start_profiler(cfg: BenchConfig):
 
 
 # ---------------------------------------------------------------- the driver
-def _worker_argv(mode: str, cfg: BenchConfig, out_dir: str, profile: bool) -> list[str]:
+def _worker_argv(mode: str, cfg: BenchConfig, out_dir: str, profile: bool, breakdown: bool) -> list[str]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--out-dir", out_dir]
     for key, value in asdict(cfg).items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
-    return argv + (["--profile"] if profile else [])
+    return argv + (["--profile"] if profile else []) + (["--breakdown"] if breakdown else [])
 
 
 def _machine(cfg: BenchConfig) -> str:
@@ -614,13 +689,20 @@ def _wait_until_idle(max_wait_s: float) -> float:
 
 
 def _run_mode(
-    mode: str, cfg: BenchConfig, out_dir: str, *, profile: bool, wait_idle_s: float, env: dict[str, str]
+    mode: str,
+    cfg: BenchConfig,
+    out_dir: str,
+    *,
+    profile: bool,
+    breakdown: bool,
+    wait_idle_s: float,
+    env: dict[str, str],
 ) -> dict | None:
     if cfg.device == "cpu" and wait_idle_s > 0:
         _wait_until_idle(wait_idle_s)
     start = time.perf_counter()
     proc = subprocess.run(
-        _worker_argv(mode, cfg, out_dir, profile),
+        _worker_argv(mode, cfg, out_dir, profile, breakdown),
         capture_output=True,
         text=True,
         env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **env},
@@ -654,6 +736,7 @@ def _combine(timing: list[dict], memory: dict | None) -> dict:
         "mean": statistics.fmean(best),
         "sd": statistics.stdev(best) if len(best) > 1 else 0.0,
         "cpu_mean": statistics.fmean(r["cpu_times"][i] for r, i in zip(chosen, steps)),
+        "parts": {k: sum(r["parts"][i].get(k, 0.0) for r, i in zip(chosen, steps)) for k in timing[0]["parts"][0]},
         "other_cores": sum(r["other_cpu"][i] for r, i in zip(chosen, steps)) / sum(best),
         "rss_default_mib": statistics.median(r["peak_rss_mib"] for r in timing),
         "peak_mib": mem.get("peak_rss_mib", float("nan")),
@@ -663,7 +746,14 @@ def _combine(timing: list[dict], memory: dict | None) -> dict:
 
 
 def run_driver(
-    cfg: BenchConfig, modes: list[str], *, profile: bool, repeats: int, wait_idle_s: float, memory_round: bool
+    cfg: BenchConfig,
+    modes: list[str],
+    *,
+    profile: bool,
+    breakdown: bool,
+    repeats: int,
+    wait_idle_s: float,
+    memory_round: bool,
 ) -> None:
     import torch
 
@@ -684,7 +774,8 @@ def run_driver(
             print(f"timing round {round_index + 1}/{repeats} (default allocator)")
             for mode in modes:
                 result = _run_mode(
-                    mode, cfg, out_dir, profile=profile and round_index == 0, wait_idle_s=wait_idle_s, env={}
+                    mode, cfg, out_dir, profile=profile and round_index == 0, breakdown=breakdown,
+                    wait_idle_s=wait_idle_s, env={},
                 )
                 if result is not None:
                     timing[mode].append(result)
@@ -692,7 +783,7 @@ def run_driver(
             print(f"memory round (MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}: RSS follows the live tensors)")
             for mode in modes:
                 env = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
-                result = _run_mode(mode, cfg, out_dir, profile=False, wait_idle_s=0, env=env)
+                result = _run_mode(mode, cfg, out_dir, profile=False, breakdown=False, wait_idle_s=0, env=env)
                 if result is not None:
                     memory[mode] = result
         adapters = {m: torch.load(os.path.join(out_dir, f"{m}.pt")) for m in modes if timing[m] or m in memory}
@@ -707,6 +798,8 @@ def run_driver(
 
     if cfg.device == "cuda":
         mem_key, train_key, mem_name = "cuda_peak_mib", "cuda_peak_mib", "CUDA peak"
+    elif not memory:  # --no-memory-round: fall back on the default allocator's (noisy) peak
+        mem_key, train_key, mem_name = "rss_default_mib", "rss_default_mib", "RSS dflt"
     else:
         mem_key, train_key, mem_name = "peak_mib", "train_peak_mib", "peak MiB"
     header = (
@@ -732,9 +825,11 @@ def run_driver(
             summary[mode] = ratios
             cells.append(f"{ref:<14} {ratios[0]:6.3f} {ratios[1]:6.3f} {ratios[2]:6.3f} {ratios[3]:6.3f} |")
         else:
-            cells.append(f"{'(reference)':<14} {'':>6} {'':>6} {'':>6} {'':>6} |")
-        same = SAME_WORK_AS[mode]
-        diff = f"{_diff(adapters[mode], adapters[same]):.2e} ({same})" if same in adapters and same != mode else "-"
+            note = "(reference)" if ref is None else f"({ref} not run)"
+            cells.append(f"{note:<14} {'':>6} {'':>6} {'':>6} {'':>6} |")
+        family = next(f for f in SAME_WORK if mode in f)
+        same = next((m for m in family if m in adapters), mode)
+        diff = f"{_diff(adapters[mode], adapters[same]):.2e} ({same})" if same != mode else "-"
         cells.append(f"{diff:>22}")
         print(" ".join(cells))
     print(
@@ -760,6 +855,13 @@ def run_driver(
             t, m, tm, _ = summary[mode]
             verdict = "PASS" if t <= 1.10 and m <= 1.10 else "FAIL"
             print(f"{label}: time {t:.3f}×, peak memory {m:.3f}× (after set-up {tm:.3f}×) → {verdict} (both ≤ 1.10)")
+    for mode, r in results.items():
+        if r["parts"]:
+            total = sum(r["step_times"])
+            shares = ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in r["parts"].items())
+            dp_share = sum(r["parts"].values()) / total
+            print(f"breakdown, {mode}: {shares} → DP-specific code {100 * dp_share:.1f}% of its step time "
+                  f"(were the rest unchanged: DP / non-DP = {1 / (1 - dp_share):.3f})")
     if any(r["other_cores"] > 0.1 for r in results.values()):
         print("WARNING: other processes used the CPU during some timed steps; times are not reliable.")
     for mode in modes:
@@ -770,7 +872,9 @@ def run_driver(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct), 'tiny', or a Hub id / path")
     parser.add_argument("--steps", type=int, default=4, help="timed steps (one warm-up step more is run)")
     parser.add_argument("--logical-batch", type=int, default=8, help="expected examples per step (Poisson)")
@@ -790,6 +894,8 @@ def main() -> None:
     parser.add_argument("--no-memory-round", action="store_true",
                         help="skip the extra CPU round that measures peak RSS with a fixed mmap threshold")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table per mode (first round)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="time the DP-specific code (hooks, clipping, noise) inside the DP modes")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -803,12 +909,12 @@ def main() -> None:
         noise_multiplier=args.noise_multiplier, clip=args.clip, threads=args.threads,
     )
     if args.worker:
-        result = run_worker(args.worker, cfg, args.out_dir, args.profile)
+        result = run_worker(args.worker, cfg, args.out_dir, args.profile, args.breakdown)
         print(RESULT_TAG + json.dumps(result), flush=True)
     else:
         run_driver(
-            cfg, args.modes, profile=args.profile, repeats=args.repeats, wait_idle_s=args.wait_idle,
-            memory_round=not args.no_memory_round,
+            cfg, args.modes, profile=args.profile, breakdown=args.breakdown, repeats=args.repeats,
+            wait_idle_s=args.wait_idle, memory_round=not args.no_memory_round,
         )
 
 

@@ -178,9 +178,10 @@ class _FirstStepCheck(TrainerCallback):
         self.trainer._check_first_step()
 
 
-def _frozen_checksum(model: torch.nn.Module) -> list[float]:
-    with torch.no_grad():
-        return [float(p.double().sum()) for p in model.parameters() if not p.requires_grad]
+def _frozen_checksum(model: torch.nn.Module) -> list[tuple[int, int]]:
+    # Storage and version counter of every frozen weight: any in-place update bumps the version;
+    # no copy of the weights is made.
+    return [(p.data_ptr(), p._version) for p in model.parameters() if not p.requires_grad]
 
 
 class DPSynthTrainer(Trainer):
@@ -622,6 +623,7 @@ class DPSynthTrainer(Trainer):
                     units=chunk.units.tolist(),
                     completes=chunk.completes.tolist(),
                 )
+                del per_example  # free this chunk's per-example gradients before the next forward
         generator = None
         if rank == 0 and self.plan.noise_multiplier > 0:
             generator = noise_generator(self._seeds.noise, step, device=params[0].device)
