@@ -62,6 +62,35 @@ class DatasetError(DPSynthError, ValueError):
     """The training data is empty, lacks a required column, or is otherwise unusable."""
 
 
+class SchemaError(DPSynthError, ValueError):
+    """A codec's public schema is malformed, incomplete, or does not match the data.
+
+    Categories and numeric bounds must be declared (public): reading them from the private data
+    would release them without DP.
+    """
+
+
+class InvalidRecord(DPSynthError, ValueError):
+    """A record (or a generated text) does not fit its codec: wrong shape, value or format.
+
+    ``kind`` is a short machine-readable category (``"missing_column"``, ``"out_of_bounds"``,
+    ``"unknown_category"``, ``"shape"``, ...) used to count invalid generations; ``reason`` is the
+    human-readable explanation.
+    """
+
+    def __init__(self, reason: str, *, kind: str = "invalid") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+    def __reduce__(self):  # keep kind when pickled across processes
+        return (_rebuild_invalid_record, (self.reason, self.kind))
+
+
+def _rebuild_invalid_record(reason: str, kind: str) -> InvalidRecord:
+    return InvalidRecord(reason, kind=kind)
+
+
 class CheckpointError(DPSynthError, RuntimeError):
     """A checkpoint cannot be resumed without replaying or losing privacy-relevant state."""
 

@@ -17,7 +17,6 @@ import math
 import numbers
 import os
 import platform
-import tempfile
 from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Literal
 
 import dp_accounting
 
+from hf_dpsynth._io import atomic_write_json
 from hf_dpsynth.errors import (
     BudgetPlanError,
     InvalidPrivacyParameterError,
@@ -768,31 +768,7 @@ class PrivacyLedger:
         Privacy: save after each charge and before the mechanism's output is released, so a
         crash can never lose a spend.
         """
-        target = Path(path)
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        directory = target.resolve().parent
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, target)
-        except BaseException:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
-            raise
-        try:  # make the rename itself durable
-            dir_fd = os.open(directory, os.O_RDONLY)
-        except OSError:  # pragma: no cover - platforms without directory fds
-            return target
-        try:
-            os.fsync(dir_fd)
-        except OSError:  # pragma: no cover
-            pass
-        finally:
-            os.close(dir_fd)
-        return target
+        return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PrivacyLedger:

@@ -13,13 +13,14 @@ Every example is tokenised on its own (no packing across privacy units) and trun
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hf_dpsynth.data.loading import column_values
+from hf_dpsynth.data.units import cap_user_rows, check_user_level, group_rows_by_user
 from hf_dpsynth.errors import DatasetError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,7 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
-_CAP_SALT = b"hf_dpsynth/contribution-cap/v1"
 
 
 @dataclass(frozen=True)
@@ -110,9 +110,13 @@ def tokenize_dataset(
             input_ids.append(ids)
             labels.append(lab)
     elif {"prompt", "completion"} <= columns:
-        for row in dataset:
-            prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-            completion = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+        prompts = _texts(dataset, "prompt")
+        completions = _texts(dataset, "completion")
+        # One batched call per column (the fast tokenizer parallelises it); still one sequence
+        # per example, never packed.
+        prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"] if any(prompts) else [[] for _ in prompts]
+        completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
+        for prompt, completion in zip(prompt_ids, completion_ids):
             if eos is not None:
                 completion = completion + [eos]
             ids = (prompt + completion)[:max_length]
@@ -126,13 +130,7 @@ def tokenize_dataset(
             "Pass dataset_text_field= naming the text column, or give 'prompt' and 'completion' "
             "columns (loss on the completion only), or pre-tokenised 'input_ids'.",
         )
-        texts = list(dataset[dataset_text_field])
-        for text in texts:
-            if not isinstance(text, str):
-                raise DatasetError(
-                    f"Column {dataset_text_field!r} must hold strings; found {type(text).__name__}. "
-                    "Convert it to text first, or name another column with dataset_text_field=."
-                )
+        texts = _texts(dataset, dataset_text_field)
         encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
         for ids in encoded:
             if eos is not None:
@@ -143,10 +141,15 @@ def tokenize_dataset(
     return TokenizedExamples(input_ids=input_ids, labels=labels)
 
 
-def _cap_key(user: Any, nth: int) -> bytes:
-    # Keyed on the user and the position of the row among *that user's own* rows, never on a global
-    # row index: which rows a user keeps must not depend on any other user's data.
-    return hashlib.sha256(_CAP_SALT + repr(user).encode() + b"\x00" + str(nth).encode()).digest()
+def _texts(dataset: Dataset, column: str) -> list[str]:
+    texts = column_values(dataset, column)
+    for row, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise DatasetError(
+                f"Column {column!r} must hold strings; row {row} holds {type(text).__name__}. "
+                "Convert it to text first, or name another column with dataset_text_field=."
+            )
+    return texts
 
 
 def build_privacy_units(
@@ -169,34 +172,17 @@ def build_privacy_units(
     """
     if len(dataset) == 0:
         raise DatasetError("The training dataset is empty: DP training needs at least one example.")
+    check_user_level(privacy_unit, user_id_column, max_examples_per_user)
     if privacy_unit == "example":
         return PrivacyUnits.one_per_example(len(dataset)), list(range(len(dataset)))
-    if privacy_unit != "user":
-        raise DatasetError(f"privacy_unit must be 'example' or 'user'; got {privacy_unit!r}.")
-    if not user_id_column:
-        raise DatasetError("privacy_unit='user' needs user_id_column= naming the column that identifies each user.")
     _require_columns(
         dataset, [user_id_column], "user_id_column= must name the column that identifies each user."
     )
-    if not max_examples_per_user or max_examples_per_user < 1:
-        raise DatasetError(
-            "privacy_unit='user' needs max_examples_per_user= (a positive integer): each user's "
-            f"contribution must be bounded; got {max_examples_per_user!r}."
-        )
-    by_user: dict[Any, list[int]] = {}
-    for row, user in enumerate(list(dataset[user_id_column])):
-        if user is None:
-            raise DatasetError(
-                f"Row {row} has no user id in column {user_id_column!r}; every row needs one for user-level DP."
-            )
-        by_user.setdefault(user, []).append(row)
+    by_user = group_rows_by_user(column_values(dataset, user_id_column), column=user_id_column)
     kept_rows: list[int] = []
     offsets = [0]
     for user, user_rows in by_user.items():
-        if len(user_rows) > max_examples_per_user:
-            ranked = sorted(range(len(user_rows)), key=lambda nth: _cap_key(user, nth))
-            user_rows = [user_rows[nth] for nth in sorted(ranked[:max_examples_per_user])]
-        kept_rows.extend(user_rows)
+        kept_rows.extend(cap_user_rows(user, user_rows, max_examples_per_user))
         offsets.append(len(kept_rows))
     examples = np.arange(len(kept_rows), dtype=np.int64)
     return PrivacyUnits(offsets=np.asarray(offsets, dtype=np.int64), examples=examples), kept_rows

@@ -35,6 +35,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from hf_dpsynth._io import atomic_write_json
 from hf_dpsynth.errors import (
     CheckpointError,
     DatasetError,
@@ -554,7 +555,7 @@ class DPSynthTrainer(Trainer):
                 "data_fingerprint": self._data_fingerprint,
                 "plan": asdict(self.plan),
             }
-            _atomic_write_json(os.path.join(folder, DP_STATE_FILE), state)
+            atomic_write_json(os.path.join(folder, DP_STATE_FILE), state)
             self.ledger.save(os.path.join(folder, LEDGER_FILE))
         return super()._save_checkpoint(model, trial)
 
@@ -792,12 +793,3 @@ def _num_steps(args: DPSynthConfig, n: int) -> int:
     if num_steps < 1:
         raise DPConfigError(f"The schedule has no steps (num_train_epochs={args.num_train_epochs}, max_steps={args.max_steps}).")
     return num_steps
-
-
-def _atomic_write_json(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

@@ -1,0 +1,58 @@
+"""Preparing private data: privacy units, PII scrubbing, codecs, and DP statistics.
+
+The 30-second path::
+
+    from hf_dpsynth.data import TextCodec, prepare_dataset, dp_label_histogram
+
+    codec = TextCodec("text", conditions={"label": ["ham", "spam"]})
+    prepared = prepare_dataset("messages.csv", codec)          # scrubbed, checked, encoded
+    labels = dp_label_histogram("messages.csv", label_column="label", labels=["ham", "spam"],
+                                ledger=ledger)                 # charged to the ledger
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Codec": "hf_dpsynth.data.codecs",
+    "ParseResult": "hf_dpsynth.data.codecs",
+    "TextCodec": "hf_dpsynth.data.codecs",
+    "CategoricalColumn": "hf_dpsynth.data.tabular",
+    "FloatColumn": "hf_dpsynth.data.tabular",
+    "IntegerColumn": "hf_dpsynth.data.tabular",
+    "TabularCodec": "hf_dpsynth.data.tabular",
+    "TabularSchema": "hf_dpsynth.data.tabular",
+    "ImageCodec": "hf_dpsynth.data.image",
+    "downsample": "hf_dpsynth.data.image",
+    "PIIScrubber": "hf_dpsynth.data.pii",
+    "ScrubResult": "hf_dpsynth.data.pii",
+    "PII_TYPES": "hf_dpsynth.data.pii",
+    "bound_contributions": "hf_dpsynth.data.units",
+    "load_records": "hf_dpsynth.data.loading",
+    "PreparationReport": "hf_dpsynth.data.prepare",
+    "PreparedDataset": "hf_dpsynth.data.prepare",
+    "prepare_dataset": "hf_dpsynth.data.prepare",
+    "DPHistogram": "hf_dpsynth.data.statistics",
+    "DPHistogramRelease": "hf_dpsynth.data.statistics",
+    "dp_category_histograms": "hf_dpsynth.data.statistics",
+    "dp_histograms": "hf_dpsynth.data.statistics",
+    "dp_label_histogram": "hf_dpsynth.data.statistics",
+    "histogram_sensitivity": "hf_dpsynth.data.statistics",
+    "adult_schema": "hf_dpsynth.data.sources",
+    "load_digits_images": "hf_dpsynth.data.sources",
+    "load_sms_spam_collection": "hf_dpsynth.data.sources",
+    "load_uci_adult": "hf_dpsynth.data.sources",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'hf_dpsynth.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,282 @@
+"""Codecs: one record <-> one text, the same way for training, prompting and parsing back.
+
+Every codec has the same interface:
+
+* ``encode(record) -> str`` — the text a model is trained on (conditioning prefix + body);
+* ``encode_prompt(record) -> str`` — the conditioning prefix alone (no loss is taken on it);
+* ``decode(text) -> dict`` — the record back, or :class:`~hf_dpsynth.errors.InvalidRecord` with the
+  reason; every generator parses its outputs through :meth:`Codec.parse_many`, which counts and
+  drops invalid ones.
+
+A conditioning prefix is one ``name: value`` line per condition, e.g. ``"label: spam\\n"``. Its
+values come from a declared, public list, so a prompt built from it never carries private data.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from hf_dpsynth.errors import InvalidRecord, SchemaError
+
+__all__ = ["Codec", "ParseResult", "TextCodec"]
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """Generated texts parsed back through a codec: the valid records and why the rest failed.
+
+    ``invalid_kinds`` counts the invalid texts per :attr:`InvalidRecord.kind`. The invalid texts
+    themselves are kept only in ``invalid`` (for the data owner's debugging), never in a card.
+    """
+
+    records: list[dict[str, Any]]
+    num_generated: int
+    invalid_kinds: Mapping[str, int] = field(default_factory=dict)
+    invalid: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def num_valid(self) -> int:
+        return len(self.records)
+
+    @property
+    def num_invalid(self) -> int:
+        return self.num_generated - len(self.records)
+
+    @property
+    def valid_fraction(self) -> float:
+        return self.num_valid / self.num_generated if self.num_generated else 0.0
+
+
+def _check_name(what: str, name: Any) -> str:
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise SchemaError(f"{what} must be a non-empty string without surrounding spaces; got {name!r}.")
+    if any(ch in name for ch in ":\n\r"):
+        raise SchemaError(f"{what} may not contain ':' or a line break; got {name!r}.")
+    return name
+
+
+def check_categories(what: str, categories: Any, *, forbidden: Sequence[str] = ("\n", "\r")) -> tuple[str, ...]:
+    """A declared, public category list: non-empty distinct strings without ``forbidden`` parts."""
+    if isinstance(categories, (str, bytes)) or not isinstance(categories, Iterable):
+        raise SchemaError(
+            f"{what} must be a list of the allowed values (public, declared by you); got {categories!r}."
+        )
+    values = tuple(categories)
+    if not values:
+        raise SchemaError(f"{what} is empty: declare at least one allowed value.")
+    for value in values:
+        if not isinstance(value, str) or not value or value != value.strip():
+            raise SchemaError(
+                f"{what}: every value must be a non-empty string without surrounding spaces; got {value!r}."
+            )
+        for part in forbidden:
+            if part in value:
+                raise SchemaError(f"{what}: value {value!r} contains {part!r}, which the text format reserves.")
+    duplicates = [v for v, n in collections.Counter(values).items() if n > 1]
+    if duplicates:
+        raise SchemaError(f"{what} lists {duplicates} more than once.")
+    return values
+
+
+class Codec(abc.ABC):
+    """Base class: a conditioning prefix from public category lists, then a modality body.
+
+    Args:
+        conditions: ordered mapping from a record field to its public list of allowed values
+            (e.g. ``{"label": ["ham", "spam"]}``); each becomes a ``name: value`` prefix line.
+    """
+
+    modality: ClassVar[str]
+
+    def __init__(self, *, conditions: Mapping[str, Sequence[str]] | None = None) -> None:
+        conds: dict[str, tuple[str, ...]] = {}
+        for name, values in dict(conditions or {}).items():
+            conds[_check_name("A condition name", name)] = check_categories(
+                f"conditions[{name!r}]", values
+            )
+        self._conditions = conds
+
+    @property
+    def conditions(self) -> Mapping[str, tuple[str, ...]]:
+        return dict(self._conditions)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The record fields this codec reads: the conditions, then the body's fields."""
+        return tuple(self._conditions) + self.body_fields
+
+    @property
+    @abc.abstractmethod
+    def body_fields(self) -> tuple[str, ...]:
+        """The record fields the body encodes."""
+
+    @property
+    def rounding(self) -> str | None:
+        """A sentence declaring any rounding ``encode`` applies, or None if it is exact."""
+        return None
+
+    # -- the public interface ------------------------------------------------------------------
+
+    def encode(self, record: Mapping[str, Any], *, order_seed: int | None = None) -> str:
+        """The full training text of ``record``: prefix, then body. Raises InvalidRecord."""
+        return self.encode_prompt(record) + self.encode_body(record, order_seed=order_seed)
+
+    def encode_prompt(self, record: Mapping[str, Any]) -> str:
+        """The conditioning prefix of ``record`` (empty without conditions)."""
+        lines = []
+        for name, allowed in self._conditions.items():
+            value = _field(record, name)
+            if value not in allowed:
+                raise InvalidRecord(
+                    f"condition {name!r} is {value!r}, which is not one of the declared values {list(allowed)}.",
+                    kind="unknown_category",
+                )
+            lines.append(f"{name}: {value}\n")
+        return "".join(lines)
+
+    def prompt_for(self, **conditions: str) -> str:
+        """The prefix for the given condition values (e.g. to prompt the model for ``label=spam``)."""
+        return self.encode_prompt(conditions)
+
+    @abc.abstractmethod
+    def encode_body(self, record: Mapping[str, Any], *, order_seed: int | None = None) -> str:
+        """The modality-specific text of ``record`` (``order_seed`` shuffles where that applies)."""
+
+    def decode(self, text: str) -> dict[str, Any]:
+        """The record encoded in ``text`` (prefix and body), or InvalidRecord with the reason."""
+        if not isinstance(text, str):
+            raise InvalidRecord(f"expected a string, got {type(text).__name__}", kind="malformed")
+        record: dict[str, Any] = {}
+        rest = text
+        for name, allowed in self._conditions.items():
+            line, sep, after = rest.partition("\n")
+            key, colon, value = line.partition(": ")
+            if not sep or not colon or key != name:
+                raise InvalidRecord(
+                    f"expected the condition line '{name}: <value>' first; got {line[:60]!r}.",
+                    kind="missing_condition",
+                )
+            if value not in allowed:
+                raise InvalidRecord(
+                    f"condition {name!r} is {value[:60]!r}, not one of {list(allowed)}.",
+                    kind="unknown_category",
+                )
+            record[name] = value
+            rest = after
+        record.update(self.decode_body(rest))
+        return record
+
+    @abc.abstractmethod
+    def decode_body(self, text: str) -> dict[str, Any]:
+        """The body's fields parsed from ``text``, or InvalidRecord."""
+
+    def validate(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """``record`` normalised as ``decode(encode(record))`` would give it; InvalidRecord if unfit."""
+        return self.decode(self.encode(record))
+
+    def parse_many(self, texts: Iterable[str], *, prompts: Iterable[str] | None = None) -> ParseResult:
+        """Parse generated texts (each optionally after its prompt); count and drop invalid ones."""
+        records: list[dict[str, Any]] = []
+        kinds: collections.Counter[str] = collections.Counter()
+        invalid: list[tuple[str, str]] = []
+        texts = list(texts)
+        prefixes = [""] * len(texts) if prompts is None else list(prompts)
+        if len(prefixes) != len(texts):
+            raise ValueError(f"got {len(texts)} texts but {len(prefixes)} prompts.")
+        for prefix, text in zip(prefixes, texts):
+            try:
+                records.append(self.decode(prefix + text))
+            except InvalidRecord as exc:
+                kinds[exc.kind] += 1
+                invalid.append((prefix + text, exc.reason))
+        return ParseResult(records=records, num_generated=len(texts), invalid_kinds=dict(kinds), invalid=invalid)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The codec's public configuration (JSON-able; no data)."""
+        return {"modality": self.modality, "conditions": {k: list(v) for k, v in self._conditions.items()}}
+
+
+def _field(record: Mapping[str, Any], name: str) -> Any:
+    try:
+        return record[name]
+    except KeyError:
+        raise InvalidRecord(
+            f"the record has no field {name!r}; its fields are {sorted(record)}.", kind="missing_column"
+        ) from None
+    except (TypeError, IndexError):
+        raise InvalidRecord(
+            f"a record must be a mapping of field -> value; got {type(record).__name__}.", kind="malformed"
+        ) from None
+
+
+def check_finite(name: str, value: Any) -> None:
+    """InvalidRecord when a numeric value is NaN or infinite."""
+    if type(value) is int:  # fast path: Python ints are always finite
+        return
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(float(value)):
+        raise InvalidRecord(f"{name!r} is {value!r}; NaN and infinite values cannot be encoded.", kind="not_finite")
+
+
+class TextCodec(Codec):
+    """Free text, optionally after a conditioning prefix such as ``label: spam``.
+
+    Args:
+        text_field: the record field holding the text.
+        conditions: see :class:`Codec`; the loss covers only the text, never the prefix.
+        max_chars: optional upper bound on a decoded text's length (longer is invalid).
+
+    The body is the text itself, unchanged: ``decode(encode(r)) == r`` for every valid record.
+    A text must be a non-empty string (after stripping surrounding whitespace) without NUL bytes.
+    """
+
+    modality = "text"
+
+    def __init__(
+        self,
+        text_field: str = "text",
+        *,
+        conditions: Mapping[str, Sequence[str]] | None = None,
+        max_chars: int | None = None,
+    ) -> None:
+        super().__init__(conditions=conditions)
+        self.text_field = _check_name("text_field", text_field)
+        if text_field in self._conditions:
+            raise SchemaError(f"text_field {text_field!r} is also a condition; give them different names.")
+        if max_chars is not None and (not isinstance(max_chars, int) or max_chars < 1):
+            raise SchemaError(f"max_chars must be a positive integer or None; got {max_chars!r}.")
+        self.max_chars = max_chars
+
+    @property
+    def body_fields(self) -> tuple[str, ...]:
+        return (self.text_field,)
+
+    def encode_body(self, record: Mapping[str, Any], *, order_seed: int | None = None) -> str:
+        text = _field(record, self.text_field)
+        if not isinstance(text, str):
+            raise InvalidRecord(
+                f"{self.text_field!r} must be a string; got {type(text).__name__} ({text!r:.40}).",
+                kind="not_text",
+            )
+        self._check_text(text)
+        return text
+
+    def decode_body(self, text: str) -> dict[str, Any]:
+        self._check_text(text)
+        return {self.text_field: text}
+
+    def _check_text(self, text: str) -> None:
+        if not text.strip():
+            raise InvalidRecord("the text is empty.", kind="empty")
+        if "\x00" in text:
+            raise InvalidRecord("the text contains a NUL character.", kind="malformed")
+        if self.max_chars is not None and len(text) > self.max_chars:
+            raise InvalidRecord(f"the text has {len(text)} characters, above max_chars={self.max_chars}.", kind="too_long")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "text_field": self.text_field, "max_chars": self.max_chars}
