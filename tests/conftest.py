@@ -23,3 +23,14 @@ def tiny_lm():
     from hf_dpsynth.models import tiny_causal_lm
 
     return tiny_causal_lm()
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The real datasets beside the checkout (../shared/data), or $HF_DPSYNTH_SHARED_DATA."""
+    from pathlib import Path
+
+    root = Path(os.environ.get("HF_DPSYNTH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if not (root / "uci-adult" / "adult.data").is_file():
+        pytest.skip(f"the shared datasets are not at {root} (set HF_DPSYNTH_SHARED_DATA)")
+    return root

@@ -148,6 +148,14 @@ class FloatColumn:
             raise SchemaError(f"column {self.name!r}: lower {self.lower} is above upper {self.upper}.")
         if isinstance(self.precision, bool) or not isinstance(self.precision, int) or not 0 <= self.precision <= 12:
             raise SchemaError(f"column {self.name!r}: precision must be an integer in [0, 12]; got {self.precision!r}.")
+        # Bounds on the written grid, so rounding an in-bounds value never steps outside them.
+        for bound in ("lower", "upper"):
+            value = getattr(self, bound)
+            if round(value, self.precision) != value:
+                raise SchemaError(
+                    f"column {self.name!r}: {bound} {value!r} has more decimals than precision={self.precision}; "
+                    f"declare bounds written with at most {self.precision} decimals."
+                )
 
     def normalise(self, value: Any, *, clip: bool = False) -> Any:
         if _is_missing(value, self):
@@ -159,8 +167,7 @@ class FloatColumn:
                 raise InvalidRecord(f"column {self.name!r}: expected a number, got {value!r}.", kind="not_a_number") from None
         check_finite(self.name, value)
         number = _bounded(self, float(value), clip)
-        # Round, then clamp again: rounding can step just past a bound that has more decimals.
-        return min(max(round(number, self.precision), self.lower), self.upper) + 0.0
+        return round(number, self.precision) + 0.0  # + 0.0: no "-0.0" in the text
 
     def format(self, value: Any) -> str:
         return NULL_TOKEN if value is None else f"{value:.{self.precision}f}"
