@@ -185,14 +185,38 @@ def _frozen_checksum(model: torch.nn.Module) -> list[tuple[int, int]]:
     return [(p.data_ptr(), p._version) for p in model.parameters() if not p.requires_grad]
 
 
+def _unwrap_prepared(train_dataset: Any, args: DPSynthConfig) -> Any:
+    """The dataset inside a :class:`~hf_dpsynth.data.PreparedDataset`, once its privacy unit,
+    user column and cap agree with the config (a mismatch would train at another unit than the
+    one the data was bounded for)."""
+    from hf_dpsynth.data.prepare import PreparedDataset
+
+    if not isinstance(train_dataset, PreparedDataset):
+        return train_dataset
+    given = {"privacy_unit": args.privacy_unit, "user_id_column": args.user_id_column,
+             "max_examples_per_user": args.max_examples_per_user}
+    if args.privacy_unit == "example":
+        given.update(user_id_column=None, max_examples_per_user=None)
+    expected = train_dataset.training_kwargs()
+    if given != expected:
+        differ = {k: (given[k], expected[k]) for k in given if given[k] != expected[k]}
+        raise DPConfigError(
+            "The DPSynthConfig does not match how the data was prepared: "
+            + "; ".join(f"{k} is {g!r} in the config but {e!r} in the preparation" for k, (g, e) in differ.items())
+            + ". Pass **prepared.training_kwargs() to DPSynthConfig."
+        )
+    return train_dataset.dataset
+
+
 class DPSynthTrainer(Trainer):
     """A ``transformers.Trainer`` that fine-tunes LoRA adapters with DP-SGD.
 
     Args:
         model: a base model (with ``peft_config``) or a ``PeftModel``.
         args: a :class:`DPSynthConfig`.
-        train_dataset: a ``datasets.Dataset`` with a text column, ``prompt``/``completion``
-            columns, or ``input_ids`` (see :mod:`hf_dpsynth.training.data`).
+        train_dataset: a :class:`~hf_dpsynth.data.PreparedDataset`, or a ``datasets.Dataset``
+            with a text column, ``prompt``/``completion`` columns, or ``input_ids`` (see
+            :mod:`hf_dpsynth.training.data`).
         processing_class: the tokenizer.
         peft_config: a peft config applied with ``get_peft_model`` (as in TRL).
         ledger: a shared :class:`~hf_dpsynth.privacy.PrivacyLedger` (then ``target_epsilon`` and
@@ -232,6 +256,7 @@ class DPSynthTrainer(Trainer):
             _refuse_private_selection(callback)
         if train_dataset is None:
             raise DatasetError("train_dataset= is required.")
+        train_dataset = _unwrap_prepared(train_dataset, args)
         if args.n_gpu > 1:
             raise DPConfigError(
                 f"{args.n_gpu} GPUs in one process (DataParallel) would average per-device losses; launch one "

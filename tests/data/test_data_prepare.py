@@ -300,3 +300,37 @@ def test_adult_loader_and_public_schema(shared_data):
     assert codec.decode(prepared.dataset[0]["completion"]) == {k: v for k, v in train[0].items()}
     with pytest.raises(DatasetError, match="is not a file"):
         load_uci_adult(shared_data)  # no adult.data directly in the data root
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def test_trainer_trains_on_a_prepared_dataset_at_its_unit(tmp_path):
+    from hf_dpsynth import DPSynthConfig, DPSynthTrainer
+    from hf_dpsynth.errors import DPConfigError
+    from hf_dpsynth.models import tiny_causal_lm
+    from peft import LoraConfig
+
+    prepared = prepare_dataset(
+        _messages(), TextCodec(conditions=LABELS), privacy_unit="user", user_id_column="user", max_examples_per_user=2
+    )
+
+    def trainer(**overrides):
+        model, tok = tiny_causal_lm()
+        args = dict(
+            output_dir=str(tmp_path / "out"), target_epsilon=8.0, target_delta=1e-3, logical_batch_size=2,
+            per_device_train_batch_size=2, max_steps=2, dp_seed=1, report_to="none", save_strategy="no",
+            use_cpu=True, disable_tqdm=True, accountant="rdp", **prepared.training_kwargs(),
+        )
+        args.update(overrides)
+        return DPSynthTrainer(
+            model=model, args=DPSynthConfig(**args), train_dataset=prepared, processing_class=tok,
+            peft_config=LoraConfig(r=2, lora_alpha=4, target_modules="all-linear"),
+        )
+
+    with pytest.raises(DPConfigError, match="max_examples_per_user is 3 in the config but 2 in the preparation"):
+        trainer(max_examples_per_user=3)
+    run = trainer()
+    run.train()
+    report = run.privacy_report()
+    assert report.num_units == prepared.num_units == 3
