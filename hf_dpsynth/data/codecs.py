@@ -268,6 +268,8 @@ class TextCodec(Codec):
 
     def decode_body(self, text: str) -> dict[str, Any]:
         self._check_text(text)
+        if "\ufffd" in text:  # a model's byte tokens that do not form valid UTF-8
+            raise InvalidRecord("the text has broken characters (U+FFFD).", kind="malformed")
         return {self.text_field: text}
 
     def _check_text(self, text: str) -> None:

@@ -1,0 +1,218 @@
+"""Sampling the DP-fine-tuned model, with conditioning prefixes drawn only from DP statistics.
+
+Privacy: post-processing. The model's weights were released by DP-SGD (charged in the training
+stage) and the conditioning distribution by a DP histogram (charged in its stage), so sampling
+costs nothing more, whatever the decoding settings or the seed. The seed may be published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hf_dpsynth.data.codecs import Codec
+from hf_dpsynth.data.statistics import DPHistogram, DPHistogramRelease
+from hf_dpsynth.errors import DPConfigError
+from hf_dpsynth.generation.base import (
+    GeneratedText,
+    Synthesizer,
+    build_dataset,
+    check_positive_int,
+    condition_label,
+    prompt_ids,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import dp_accounting
+    from datasets import Dataset
+
+__all__ = ["AdapterSampler"]
+
+Conditioning = DPHistogram | DPHistogramRelease | Mapping[str, Mapping[str, float]] | None
+
+
+def check_tokenizer_matches(model: Any, tokenizer: Any) -> None:
+    """A clear error when the tokenizer's ids do not fit the model's embedding table."""
+    embeddings = model.get_input_embeddings()
+    size = getattr(embeddings, "num_embeddings", None)
+    if size is not None and len(tokenizer) > size:
+        raise DPConfigError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's embedding table only {size}: they do "
+            "not belong together. Load the tokenizer that was saved with the model."
+        )
+
+
+def _conditioning_table(codec: Codec, conditioning: Conditioning) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """Per codec condition: its categories and the (DP or public) probabilities to draw them with."""
+    conditions = codec.conditions
+    if not conditions:
+        if conditioning:
+            raise DPConfigError("conditioning= was given but the codec has no conditions to fill in.")
+        return {}
+    if isinstance(conditioning, DPHistogram):
+        conditioning = {conditioning.column: conditioning}
+    elif isinstance(conditioning, DPHistogramRelease):
+        conditioning = dict(conditioning.histograms)
+    if not conditioning:
+        raise DPConfigError(
+            f"The codec conditions on {list(conditions)}: pass conditioning= with a DP histogram for each "
+            "(e.g. dp_label_histogram(...)), or declared public weights {name: {value: weight}}."
+        )
+    table = {}
+    for name, categories in conditions.items():
+        source = conditioning.get(name)
+        if source is None:
+            raise DPConfigError(f"conditioning has no distribution for the codec's condition {name!r}; it has {list(conditioning)}.")
+        if isinstance(source, DPHistogram):
+            cats, weights = source.categories, np.asarray(source.counts, dtype=np.float64)
+        elif isinstance(source, Mapping):
+            cats, weights = tuple(source), np.asarray([float(v) for v in source.values()], dtype=np.float64)
+            if (weights < 0).any() or not np.isfinite(weights).all():
+                raise DPConfigError(f"the weights for {name!r} must be finite and non-negative; got {dict(source)}.")
+        else:
+            raise DPConfigError(f"conditioning[{name!r}] must be a DPHistogram or a mapping value -> weight; got {type(source).__name__}.")
+        if set(cats) != set(categories):
+            raise DPConfigError(
+                f"The conditioning for {name!r} covers {sorted(cats)} but the codec declares {sorted(categories)}: "
+                "they must be the same public list."
+            )
+        if weights.sum() <= 0:
+            raise DPConfigError(
+                f"The conditioning histogram for {name!r} is empty (every count is 0 after noise): there is "
+                "nothing to condition on. Spend more budget on the histogram, or declare public weights."
+            )
+        table[name] = (tuple(cats), weights / weights.sum())
+    return table
+
+
+class AdapterSampler(Synthesizer):
+    """Samples records from a (DP-fine-tuned) causal LM prompted with codec prefixes.
+
+    Args:
+        model: the model, typically a PeftModel with the DP adapter.
+        tokenizer: its tokenizer.
+        codec: the codec the model was trained with; prompts are its conditioning prefixes.
+        conditioning: for each codec condition, a DP histogram (or a release of several), or
+            declared public weights ``{name: {value: weight}}``.
+        batch_size: prompts generated together (left-padded, KV cache).
+        max_new_tokens, temperature, top_p, top_k, repetition_penalty: decoding settings.
+        deduplicate: drop exact repeats of an earlier record (counted in the info).
+
+    Privacy: post-processing of DP outputs (the adapter and the histograms): no budget is spent.
+    """
+
+    name = "adapter_sampler"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        codec: Codec,
+        conditioning: Conditioning = None,
+        batch_size: int = 32,
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        repetition_penalty: float = 1.0,
+        deduplicate: bool = True,
+    ) -> None:
+        if not isinstance(codec, Codec):
+            raise DPConfigError(f"codec must be a TextCodec, TabularCodec or ImageCodec; got {type(codec).__name__}.")
+        check_tokenizer_matches(model, tokenizer)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.codec = codec
+        self._table = _conditioning_table(codec, conditioning)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.max_new_tokens = check_positive_int("max_new_tokens", max_new_tokens)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive; got {temperature!r}.")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1]; got {top_p!r}.")
+        if top_k < 0 or repetition_penalty <= 0:
+            raise ValueError(f"top_k must be >= 0 and repetition_penalty > 0; got {top_k!r}, {repetition_penalty!r}.")
+        self.decoding = {
+            "temperature": float(temperature), "top_p": float(top_p), "top_k": int(top_k),
+            "repetition_penalty": float(repetition_penalty), "max_new_tokens": self.max_new_tokens,
+        }
+        self.deduplicate = deduplicate
+
+    def privacy_events(self) -> list[tuple[str, dp_accounting.DpEvent]]:
+        return []  # post-processing
+
+    def plan_conditions(self, num_records: int, rng: np.random.Generator) -> list[dict[str, str]]:
+        """The conditions of each record: one condition is split by the DP probabilities exactly
+        (largest remainder), several are drawn independently from theirs. Post-processing."""
+        if not self._table:
+            return [{} for _ in range(num_records)]
+        if len(self._table) == 1:
+            (name, (cats, probs)), = self._table.items()
+            hist = DPHistogram(name, cats, tuple(probs), tuple(probs), tuple(probs))
+            plan = [{name: cat} for cat, n in hist.allocate(num_records).items() for _ in range(n)]
+            return [plan[i] for i in rng.permutation(num_records)]
+        draws = {name: rng.choice(len(cats), size=num_records, p=probs) for name, (cats, probs) in self._table.items()}
+        return [{name: self._table[name][0][draws[name][i]] for name in self._table} for i in range(num_records)]
+
+    def generate(self, num_records: int | None = None, *, seed: int | None = None, progress: bool = True) -> Dataset:
+        """Generate ``num_records`` texts, parse them with the codec, and return the valid records.
+
+        ``seed`` makes the run reproducible (conditions and sampling); it is public.
+        """
+        import torch
+        from tqdm.auto import tqdm
+
+        total = check_positive_int("num_records", num_records)
+        rng = np.random.default_rng(seed)
+        conditions = self.plan_conditions(total, rng)
+        prompts = [self.codec.prompt_for(**c) for c in conditions]
+        outputs: list[GeneratedText] = []
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(int(rng.integers(2**63 - 1)))
+                bar = tqdm(total=total, desc="sampling records", unit="rec", disable=not progress)
+                for start in range(0, total, self.batch_size):
+                    chunk = prompts[start : start + self.batch_size]
+                    texts = self._generate_batch(chunk, pad, device)
+                    outputs.extend(
+                        GeneratedText(prefix=p, text=t, condition=condition_label(c))
+                        for p, t, c in zip(chunk, texts, conditions[start : start + self.batch_size])
+                    )
+                    bar.update(len(chunk))
+                bar.close()
+        finally:
+            self.model.train(was_training)
+        return build_dataset(
+            outputs, self.codec, generator=self.name, deduplicate=self.deduplicate,
+            summary={
+                "privacy": "post-processing of DP outputs (the adapter and the conditioning histograms); no budget spent",
+                "decoding": self.decoding, "seed": seed,
+            },
+        )
+
+    def _generate_batch(self, prompts: Sequence[str], pad: int, device: Any) -> list[str]:
+        import torch
+
+        ids = prompt_ids(self.tokenizer, prompts)
+        width = max(map(len, ids))
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):  # left padding: every prompt ends where generation starts
+            input_ids[row, width - len(seq) :] = torch.tensor(seq)
+            attention[row, width - len(seq) :] = 1
+        d = self.decoding
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), do_sample=True,
+                temperature=d["temperature"], top_p=d["top_p"], top_k=d["top_k"],
+                repetition_penalty=d["repetition_penalty"], max_new_tokens=d["max_new_tokens"],
+                pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,
+            )
+        return self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
