@@ -199,7 +199,7 @@ def _pre_noise_vector(
     total = np.zeros(offsets[-1], dtype=np.float64)
     if privacy_unit == "example":
         for j, b in enumerate(bins):
-            total += np.bincount(b, minlength=sizes[j])
+            total[offsets[j] : offsets[j + 1]] += np.bincount(b, minlength=sizes[j])
         return total
     groups = group_rows_by_user(user_ids)  # type: ignore[arg-type]
     for user, rows in groups.items():
