@@ -336,3 +336,41 @@ def test_bad_input_is_refused_before_anything_runs(tiny):
         make_sampler(tiny, conditioning={"label": {"ham": 1.0}})
     with pytest.raises(ValueError, match="num_records"):
         make_sampler(tiny).generate(-1)
+
+
+# ------------------------------------------------------------------------------------ modalities, real model
+
+
+@pytest.mark.parametrize("modality", ["tabular", "image"])
+def test_private_prediction_runs_for_each_modality(tiny, modality):
+    if modality == "tabular":
+        codec = TabularCodec(TabularSchema([IntegerColumn("age", 17, 90), CategoricalColumn("sex", ("F", "M"))]),
+                             conditions={"label": ["ham", "spam"]})
+        data = Dataset.from_dict({"label": ["ham", "spam"] * 6, "age": list(range(20, 32)), "sex": ["F", "M", "M"] * 4})
+    else:
+        codec = ImageCodec((2, 3), 4, conditions={"label": ["ham", "spam"]})
+        data = Dataset.from_dict({"label": ["ham", "spam"] * 6, "image": [[[i % 4] * 3, [0, 1, 2]] for i in range(12)]})
+    gen = make_pp(tiny, data=data, codec=codec, batches_per_label={"ham": 2, "spam": 1})
+    info = generation_info(gen.generate(seed=0, progress=False))
+    assert info["num_generated"] == 3
+    assert info["num_valid"] + info["num_invalid"] == 3
+    members = gen._members[("ham", 0)] + gen._members[("ham", 1)]
+    assert all(codec.decode(m)["label"] == "ham" for m in members) and len(members) == 6
+
+
+@pytest.mark.slow
+def test_both_generators_on_the_default_model():
+    from hf_dpsynth.models import load_model_and_tokenizer
+    from hf_dpsynth.resources import load_sms_spam
+
+    model, tok = load_model_and_tokenizer()
+    data = load_sms_spam("train").select(range(16))
+    ledger = rdp_ledger(epsilon=16.0)
+    pp = PrivatePredictionGenerator(model, tok, data, codec=CODEC, ledger=ledger, expected_batch_size=4,
+                                    batches_per_label={"ham": 1, "spam": 1}, clip=1.0, max_private_tokens=8)
+    info = generation_info(pp.generate(seed=0, progress=False))
+    assert info["num_generated"] == 2 and info["private_tokens_max_used"] <= 8
+    sampler = AdapterSampler(model, tok, codec=CODEC, conditioning={"label": {"ham": 1.0, "spam": 1.0}},
+                             max_new_tokens=12, batch_size=4)
+    out = sampler.generate(4, seed=0, progress=False)
+    assert generation_info(out)["num_generated"] == 4 and len(out) >= 1
