@@ -6,8 +6,9 @@ imported lazily so that ``import hf_dpsynth`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hf_dpsynth._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -27,9 +28,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from hf_dpsynth.privacy import PrivacyLedger, calibrate_noise_multiplier
     from hf_dpsynth.training import DPSynthConfig, DPSynthTrainer
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hf_dpsynth' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports("hf_dpsynth", _LAZY)

@@ -8,8 +8,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hf_dpsynth._lazy import lazy_exports
 
 _LAZY = {
     "Synthesizer": "hf_dpsynth.generation.base",
@@ -24,12 +23,4 @@ _LAZY = {
 }
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'hf_dpsynth.generation' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports("hf_dpsynth.generation", _LAZY)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hf_dpsynth._lazy import lazy_exports
 
 _LAZY = {
     "DPSynthConfig": "hf_dpsynth.training.config",
@@ -13,8 +12,4 @@ _LAZY = {
 }
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'hf_dpsynth.training' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__, __dir__ = lazy_exports("hf_dpsynth.training", _LAZY)
