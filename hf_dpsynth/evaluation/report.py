@@ -1,0 +1,660 @@
+"""The evaluation report of a synthetic-data release: privacy block, metrics, plots, what is not covered.
+
+A :class:`Report` collects :class:`~hf_dpsynth.evaluation.metric.Metric` values and plots, and
+exports them as JSON, Markdown and PNG files. The export is **shareable by default**: owner-only
+metrics and plots (computed on private data without DP) are left out of every file, caption and
+link unless the owner asks for them with ``include_owner_only=True``; they then appear only under
+the heading ``Owner-only (not covered by the DP guarantee; do not publish)`` (Markdown), under the
+``"owner_only"`` key (JSON), and in PNG files named ``owner_only-*.png``.
+
+Privacy: the report releases nothing by itself. The privacy block restates the ledger's report
+(ε, δ, unit, N, accountant, stages), which is public; a shareable export contains the shareable
+metrics and plots only, so it reveals nothing beyond the DP release provided each metric's and
+plot's ``shareable`` flag is right.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import numbers
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from hf_dpsynth._io import atomic_write_bytes, atomic_write_text
+from hf_dpsynth.errors import missing_extra
+from hf_dpsynth.evaluation.metric import Metric
+
+__all__ = ["DEFAULT_NOT_COVERED", "OWNER_ONLY_HEADING", "PLOT_KINDS", "PlotKind", "Report"]
+
+PlotKind = Literal["privacy_utility", "score_histogram", "marginal_bars"]
+PLOT_KINDS: tuple[str, ...] = ("privacy_utility", "score_histogram", "marginal_bars")
+
+OWNER_ONLY_HEADING = "Owner-only (not covered by the DP guarantee; do not publish)"
+
+DEFAULT_NOT_COVERED: tuple[str, ...] = (
+    "Training losses and metrics logged during training: they are computed on private data without noise.",
+    "Hyper-parameter tuning on private data: only the final run is accounted, not the runs it was chosen from.",
+    "The base model's own pre-training data: the guarantee protects the fine-tuning data only.",
+    "Owner-only checks that select outputs using private data (e.g. a verbatim-copy gate).",
+    "Floating-point side channels: the noise is sampled and added in floating point.",
+)
+"""What the (ε, δ) guarantee of a release does not cover, unless the owner states otherwise."""
+
+_FORMAT = "hf_dpsynth.evaluation_report"
+_FORMAT_VERSION = 1
+_OWNER_ONLY_PREFIX = "owner_only-"
+_LEDGER_KEYS = ("epsilon_spent", "delta", "privacy_unit")
+_PLOT_KEYS = {
+    "privacy_utility": ({"epsilons", "values", "metric"}, {"references"}),
+    "score_histogram": ({"in", "out"}, {"xlabel"}),
+    "marginal_bars": ({"column", "categories", "real", "synthetic"}, set()),
+}
+_FIGSIZE = (7.0, 4.5)  # inches
+_DPI = 110
+
+
+@dataclass(frozen=True)
+class _Plot:
+    name: str
+    kind: str
+    data: Mapping[str, Any]
+    shareable: bool
+    caption: str
+    stem: str
+
+    @property
+    def file_name(self) -> str:
+        return (self.stem if self.shareable else _OWNER_ONLY_PREFIX + self.stem) + ".png"
+
+
+class Report:
+    """Metrics, plots and the privacy guarantee of one release, exported as JSON, Markdown and PNG.
+
+    Args:
+        title: the report's title (one line).
+        privacy: the ledger's report, ``PrivacyLedger.report().to_dict()``; None when no ledger
+            is attached (the report then says that it states no DP guarantee).
+
+    Privacy: shareable exports (the default of every method) contain no owner-only metric or
+    plot: no name, value, setting, note, caption, data or file. ``not_covered`` lists what the
+    guarantee does not protect; it starts as :data:`DEFAULT_NOT_COVERED` and can be replaced.
+    """
+
+    def __init__(self, title: str, *, privacy: Mapping[str, Any] | None = None) -> None:
+        self.title = _one_line("title", title)
+        self.privacy = _checked_privacy(privacy)
+        self._metrics: list[Metric] = []
+        self._keys: set[tuple[str, str, str]] = set()
+        self._plots: dict[str, _Plot] = {}
+        self._plot_files: dict[str, Path] = {}
+        self._not_covered: tuple[str, ...] = DEFAULT_NOT_COVERED
+
+    def __repr__(self) -> str:
+        return (
+            f"Report(title={self.title!r}, metrics={len(self._metrics)}, plots={len(self._plots)}, "
+            f"privacy={'attached' if self.privacy is not None else None})"
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Content
+    # ----------------------------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        """Every metric added, shareable and owner-only, in the order added."""
+        return tuple(self._metrics)
+
+    @property
+    def not_covered(self) -> tuple[str, ...]:
+        """What the DP guarantee does not cover (assign a new sequence of strings to change it)."""
+        return self._not_covered
+
+    @not_covered.setter
+    def not_covered(self, items: Iterable[str]) -> None:
+        if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+            raise TypeError(
+                f"not_covered must be a list of strings, one item each; got {type(items).__name__}."
+            )
+        self._not_covered = tuple(_one_line("each not_covered item", item) for item in items)
+
+    def add(self, metric: Metric) -> None:
+        """Adds one metric; a second metric with the same section, name and setting is refused."""
+        if not isinstance(metric, Metric):
+            raise TypeError(f"add() takes a Metric; got {type(metric).__name__}. Use extend() for several.")
+        if not isinstance(metric.shareable, bool):
+            raise TypeError(
+                f"Metric {metric.name!r}: shareable must be True or False; got {metric.shareable!r}. "
+                "A value computed on private data without DP is owner-only (shareable=False)."
+            )
+        _one_line("Metric name", metric.name)
+        _one_line(f"the section of metric {metric.name!r}", metric.section)
+        value = metric.value
+        if value is not None and not isinstance(value, (str, numbers.Real)):
+            raise TypeError(
+                f"Metric {metric.name!r}: value must be a number, a string or None; got "
+                f"{type(value).__name__}."
+            )
+        key = (metric.section, metric.name, metric.setting)
+        if key in self._keys:
+            raise ValueError(
+                f"The report already has metric {metric.name!r} in section {metric.section!r} with "
+                f"setting {metric.setting!r}; give the runs different settings (e.g. 'ε = 4')."
+            )
+        self._keys.add(key)
+        self._metrics.append(metric)
+
+    def extend(self, metrics: Iterable[Metric]) -> None:
+        """Adds each metric in order (see :meth:`add`); on a refused one, none of them is added."""
+        pending = list(metrics)
+        keys, count = set(self._keys), len(self._metrics)
+        try:
+            for metric in pending:
+                self.add(metric)
+        except Exception:
+            self._keys = keys
+            del self._metrics[count:]
+            raise
+
+    def add_plot(
+        self, name: str, kind: PlotKind, data: Mapping[str, Any], *, shareable: bool, caption: str = ""
+    ) -> None:
+        """Adds a plot, drawn by :meth:`save_plots`; ``data`` is checked and copied now.
+
+        Kinds and their data:
+
+        - ``"privacy_utility"``: ``{"epsilons": [...], "values": [...], "metric": "TSTR accuracy",
+          "references": {"real data": 0.97, "ε = ∞": 0.95}}`` (references optional): the metric
+          across ε, with a horizontal line per reference.
+        - ``"score_histogram"``: ``{"in": [...], "out": [...], "xlabel": "loss"}`` (xlabel
+          optional): overlaid histograms of canary scores of IN and OUT canaries.
+        - ``"marginal_bars"``: ``{"column": "workclass", "categories": [...], "real": [...],
+          "synthetic": [...]}``: real vs synthetic frequency of each category.
+
+        Privacy: set ``shareable=False`` for any plot drawn from private data without DP (e.g.
+        real marginals of the private data, TSTR on a private split, an uncharged audit's scores).
+        """
+        name = _one_line("plot name", name)
+        if name in self._plots:
+            raise ValueError(f"The report already has a plot named {name!r}; give each plot its own name.")
+        if kind not in PLOT_KINDS:
+            raise ValueError(f"Unknown plot kind {kind!r} for plot {name!r}; use one of {list(PLOT_KINDS)}.")
+        if not isinstance(shareable, bool):
+            raise TypeError(f"Plot {name!r}: shareable must be True or False; got {shareable!r}.")
+        if not isinstance(caption, str):
+            raise TypeError(f"Plot {name!r}: caption must be a string; got {type(caption).__name__}.")
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-") or "plot"
+        for other in self._plots.values():
+            if other.stem == stem:
+                raise ValueError(
+                    f"Plots {other.name!r} and {name!r} would be saved to the same file {stem}.png; "
+                    "rename one of them."
+                )
+        checked = _checked_plot_data(name, kind, data)
+        self._plots[name] = _Plot(name, kind, checked, shareable, " ".join(caption.split()), stem)
+
+    # ----------------------------------------------------------------------------------------
+    # Exports
+    # ----------------------------------------------------------------------------------------
+
+    def to_dict(self, *, include_owner_only: bool = False) -> dict[str, Any]:
+        """A JSON-able dict: title, privacy, shareable metrics and plots, what is not covered.
+
+        With ``include_owner_only=True`` the owner-only metrics and plots are added under the
+        key ``"owner_only"`` (with a warning), never mixed with the shareable ones.
+        """
+        return self._as_dict(include_owner_only=include_owner_only, base=None)
+
+    def to_json(self, path: str | os.PathLike[str] | None = None, *, include_owner_only: bool = False) -> str:
+        """:meth:`to_dict` as indented JSON; written atomically to ``path`` when one is given."""
+        text = _dump_json(self.to_dict(include_owner_only=include_owner_only))
+        if path is not None:
+            atomic_write_text(path, text)
+        return text
+
+    def to_markdown(self, *, include_owner_only: bool = False) -> str:
+        """The report as Markdown: title, privacy block, one table per section, plots.
+
+        Plots appear as image links once :meth:`save_plots` (or :meth:`save`) has written them.
+        Owner-only metrics and plots appear only with ``include_owner_only=True``, under their own
+        heading at the end.
+        """
+        return self._markdown(include_owner_only=include_owner_only, base=None)
+
+    def save_plots(self, folder: str | os.PathLike[str], *, include_owner_only: bool = False) -> list[Path]:
+        """Draws each plot to ``folder/<name>.png`` (owner-only: ``owner_only-<name>.png``), atomically.
+
+        Owner-only plots are skipped unless ``include_owner_only``. A shareable export refuses a
+        folder that already holds owner-only plot files (FileExistsError): they must not be
+        published with it. Needs matplotlib (the ``evaluation`` extra).
+        """
+        figure_cls, canvas_cls = _matplotlib()
+        folder = Path(folder)
+        if not include_owner_only:
+            _refuse_owner_only_files(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for plot in self._plots.values():
+            if not (plot.shareable or include_owner_only):
+                continue
+            png = _render(plot, figure_cls, canvas_cls)
+            path = atomic_write_bytes(folder / plot.file_name, png)
+            self._plot_files[plot.name] = path
+            written.append(path)
+        return written
+
+    def save(self, folder: str | os.PathLike[str], *, include_owner_only: bool = False) -> list[Path]:
+        """Writes ``report.md``, ``report.json`` and the plots into ``folder``; returns their paths.
+
+        Every file is written atomically; the Markdown and JSON link the plots by file name.
+        """
+        folder = Path(folder)
+        plots = self.save_plots(folder, include_owner_only=include_owner_only)
+        report_json = folder / "report.json"
+        atomic_write_text(report_json, _dump_json(self._as_dict(include_owner_only=include_owner_only, base=folder)))
+        report_md = folder / "report.md"
+        atomic_write_text(report_md, self._markdown(include_owner_only=include_owner_only, base=folder))
+        return [report_md, report_json, *plots]
+
+    # ----------------------------------------------------------------------------------------
+    # Rendering
+    # ----------------------------------------------------------------------------------------
+
+    def _selected(self, shareable: bool) -> tuple[list[Metric], list[_Plot]]:
+        metrics = [m for m in self._metrics if m.shareable is shareable]
+        plots = [p for p in self._plots.values() if p.shareable is shareable]
+        return metrics, plots
+
+    def _link(self, plot: _Plot, base: Path | None) -> str | None:
+        path = self._plot_files.get(plot.name)
+        if path is None:
+            return None
+        if base is not None:
+            try:
+                return path.relative_to(base).as_posix()
+            except ValueError:
+                pass
+        return path.as_posix()
+
+    def _as_dict(self, *, include_owner_only: bool, base: Path | None) -> dict[str, Any]:
+        def plot_dict(plot: _Plot) -> dict[str, Any]:
+            return {"name": plot.name, "kind": plot.kind, "shareable": plot.shareable, "caption": plot.caption,
+                    "data": json.loads(json.dumps(plot.data)), "file": self._link(plot, base)}
+
+        metrics, plots = self._selected(shareable=True)
+        result: dict[str, Any] = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "title": self.title,
+            "includes_owner_only": include_owner_only,
+            "privacy": None if self.privacy is None else json.loads(json.dumps(self.privacy)),
+            "not_covered": list(self._not_covered),
+            "metrics": [_metric_dict(m) for m in metrics],
+            "plots": [plot_dict(p) for p in plots],
+        }
+        if include_owner_only:
+            owner_metrics, owner_plots = self._selected(shareable=False)
+            result["owner_only"] = {
+                "warning": OWNER_ONLY_HEADING,
+                "metrics": [_metric_dict(m) for m in owner_metrics],
+                "plots": [plot_dict(p) for p in owner_plots],
+            }
+        return result
+
+    def _markdown(self, *, include_owner_only: bool, base: Path | None) -> str:
+        blocks = [f"# {_escape(self.title)}", *_privacy_blocks(self.privacy, self._not_covered)]
+        metrics, plots = self._selected(shareable=True)
+        blocks += _section_blocks(metrics, level="##")
+        links = [self._plot_block(p, base, level="###") for p in plots if p.name in self._plot_files]
+        if links:
+            blocks += ["## Plots", *links]
+        if include_owner_only:
+            owner_metrics, owner_plots = self._selected(shareable=False)
+            blocks += [
+                f"## {OWNER_ONLY_HEADING}",
+                ("> **Do not publish this part.** These values were computed on private data without a "
+                 "DP mechanism: the privacy guarantee above does not cover them."),
+            ]
+            blocks += _section_blocks(owner_metrics, level="###")
+            blocks += [self._plot_block(p, base, level="###") for p in owner_plots if p.name in self._plot_files]
+            if not owner_metrics and not owner_plots:
+                blocks.append("No owner-only metrics or plots.")
+        return "\n\n".join(blocks) + "\n"
+
+    def _plot_block(self, plot: _Plot, base: Path | None, *, level: str) -> str:
+        link = self._link(plot, base)
+        target = f"<{link}>" if re.search(r"[\s()<>]", link) else link
+        lines = [f"{level} Plot: {_escape(plot.name)}", "", f"![{_escape(plot.name)}]({target})"]
+        if plot.caption:
+            lines += ["", _escape(plot.caption)]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------
+
+
+def _format_value(value: Any) -> str:
+    """A number with 3 significant digits (ints and integral floats in full, with separators), ∞ for inf."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}"
+    x = float(value)
+    if math.isnan(x):
+        return "n/a"
+    if math.isinf(x):
+        return "∞" if x > 0 else "-∞"
+    if x.is_integer() and abs(x) < 1e15:
+        return f"{int(x):,}"
+    rounded = float(f"{x:.3g}")
+    exponent = math.floor(math.log10(abs(rounded)))
+    if exponent >= 3:
+        return f"{round(rounded):,}"
+    if exponent < -4:
+        mantissa, power = f"{rounded:.2e}".split("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}e{int(power)}"
+    text = f"{rounded:.{max(0, 2 - exponent)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _ledger_number(value: Any) -> Any:
+    """A number from a ledger dict, where infinities are written ``"inf"``."""
+    if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", "infinity"):
+        return math.inf
+    return value
+
+
+def _escape(text: str) -> str:
+    """Text safe inside a Markdown table cell or heading: one line, pipes escaped."""
+    return " ".join(str(text).replace("\\", "\\\\").replace("|", "\\|").split())
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(_escape(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _section_blocks(metrics: Sequence[Metric], *, level: str) -> list[str]:
+    sections: dict[str, list[Metric]] = {}
+    for metric in metrics:
+        sections.setdefault(metric.section, []).append(metric)
+    blocks = []
+    for section, members in sections.items():
+        blocks.append(f"{level} {_escape(section[:1].upper() + section[1:])}")
+        rows = [(m.name, m.setting, _format_value(m.value), m.note) for m in members]
+        blocks.append(_table(("metric", "setting", "value", "note"), rows))
+    return blocks
+
+
+def _privacy_blocks(privacy: Mapping[str, Any] | None, not_covered: Sequence[str]) -> list[str]:
+    blocks = ["## Privacy guarantee"]
+    if privacy is None:
+        blocks.append("No privacy ledger is attached: this report states no differential-privacy guarantee.")
+    else:
+        spent = _ledger_number(privacy["epsilon_spent"])
+        budget = _ledger_number(privacy.get("epsilon_budget"))
+        unit = privacy["privacy_unit"]
+        adjacency = privacy.get("adjacency") or "add_or_remove_one"
+        adjacency_words = "add/remove one" if adjacency == "add_or_remove_one" else adjacency
+        accountant = privacy.get("accountant")
+        num_units = privacy.get("num_units")
+        epsilon_line = f"- **ε** = {_format_value(spent)}"
+        if budget is not None:
+            epsilon_line += f" (budget {_format_value(budget)})"
+        lines = [
+            epsilon_line,
+            f"- **δ** = {_format_value(privacy['delta'])}",
+            (f"- **Privacy unit**: one {_escape(unit)} ({adjacency_words} adjacency: neighbouring datasets "
+             f"differ by all records of one {_escape(unit)})"),
+            f"- **N** (privacy units) = {_format_value(num_units)}",
+            f"- **Accountant**: {_escape(accountant.upper()) if accountant else 'none fixed yet'}",
+        ]
+        if privacy.get("private") is False or spent == math.inf:
+            lines.append(
+                "- **NOT PRIVATE**: a non-private mechanism was charged or DP is disabled (ε = ∞); "
+                "this release carries no DP guarantee."
+            )
+        blocks.append("\n".join(lines))
+        stages = privacy.get("stages") or []
+        if stages:
+            rows = [
+                (
+                    str(stage.get("name", "")),
+                    str(stage.get("kind", "")),
+                    _format_value(stage.get("share")) if stage.get("share") is not None else "-",
+                    _format_value(_ledger_number(stage["epsilon_budget"]))
+                    if stage.get("epsilon_budget") is not None else "-",
+                    _format_value(_ledger_number(stage.get("epsilon_spent"))),
+                )
+                for stage in stages
+            ]
+            blocks.append(_table(("stage", "mechanism", "share", "ε budget", "ε spent"), rows))
+    blocks.append("### Not covered by the guarantee")
+    if not_covered:
+        blocks.append("\n".join(f"- {_escape(item)}" for item in not_covered))
+    else:
+        blocks.append("Nothing listed.")
+    return blocks
+
+
+def _metric_dict(metric: Metric) -> dict[str, Any]:
+    result = metric.to_dict()
+    value = result["value"]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return result
+    if isinstance(value, numbers.Integral):
+        result["value"] = int(value)  # numpy scalars are not JSON
+    elif math.isnan(value):
+        result["value"] = None
+    elif math.isinf(value):
+        result["value"] = "inf" if value > 0 else "-inf"
+    else:
+        result["value"] = float(value)
+    return result
+
+
+def _dump_json(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def _one_line(what: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string; got {value!r}.")
+    return " ".join(value.split())
+
+
+def _checked_privacy(privacy: Any) -> dict[str, Any] | None:
+    if privacy is None:
+        return None
+    if not isinstance(privacy, Mapping):
+        raise TypeError(
+            f"privacy must be the ledger's report as a dict, PrivacyLedger.report().to_dict(); got "
+            f"{type(privacy).__name__}."
+        )
+    missing = [key for key in _LEDGER_KEYS if key not in privacy]
+    if missing:
+        raise ValueError(
+            f"privacy lacks {missing}: pass the ledger's report, PrivacyLedger.report().to_dict(), "
+            "so that the report states the guarantee it was released under."
+        )
+    try:
+        copied = json.loads(json.dumps(dict(privacy), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"privacy must be JSON-serialisable (as LedgerReport.to_dict() is): {exc}.") from exc
+    stages = copied.get("stages")
+    if stages is not None and not (isinstance(stages, list) and all(isinstance(s, dict) for s in stages)):
+        raise ValueError(f"privacy['stages'] must be a list of stage dicts; got {stages!r}.")
+    return copied
+
+
+def _numbers(plot: str, key: str, values: Any, *, minimum: float | None = None) -> list[float]:
+    """``values`` as a non-empty list of finite floats (at least ``minimum`` when given)."""
+    where = f"plot {plot!r}: data[{key!r}]"
+    if values is None or isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise ValueError(f"{where} must be a list of numbers; got {values!r}.")
+    result = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+            raise ValueError(f"{where} must hold finite numbers only; got {value!r}.")
+        if minimum is not None and float(value) < minimum:
+            raise ValueError(f"{where} must hold numbers ≥ {minimum:g}; got {value!r}.")
+        result.append(float(value))
+    if not result:
+        raise ValueError(f"{where} is empty; a plot needs at least one value.")
+    return result
+
+
+def _same_length(plot: str, key: str, values: list[float], other: str, expected: int) -> None:
+    if len(values) != expected:
+        raise ValueError(
+            f"plot {plot!r}: data[{key!r}] has {len(values)} values but data[{other!r}] has "
+            f"{expected}; give one value per entry."
+        )
+
+
+def _label(plot: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"plot {plot!r}: data[{key!r}] must be a non-empty string; got {value!r}.")
+    return " ".join(value.split())
+
+
+def _checked_plot_data(name: str, kind: str, data: Any) -> dict[str, Any]:
+    """A validated, JSON-able copy of a plot's data (see :meth:`Report.add_plot`)."""
+    if not isinstance(data, Mapping):  # malformed plot data is a ValueError throughout
+        raise ValueError(  # noqa: TRY004
+            f"plot {name!r} ({kind}): data must be a dict; got {type(data).__name__}."
+        )
+    required, optional = _PLOT_KEYS[kind]
+    missing, unknown = required - set(data), set(data) - required - optional
+    if missing or unknown:
+        raise ValueError(
+            f"plot {name!r} ({kind}): data lacks {sorted(missing)} / has unknown keys "
+            f"{sorted(map(str, unknown))}; expected {sorted(required)}"
+            + (f" and optionally {sorted(optional)}." if optional else ".")
+        )
+    if kind == "privacy_utility":
+        epsilons = _numbers(name, "epsilons", data["epsilons"], minimum=0.0)
+        values = _numbers(name, "values", data["values"])
+        _same_length(name, "values", values, "epsilons", len(epsilons))
+        if len(set(epsilons)) != len(epsilons):
+            raise ValueError(f"plot {name!r}: data['epsilons'] has repeated ε {epsilons}; give each ε once.")
+        references = data.get("references") or {}
+        if not isinstance(references, Mapping):
+            raise ValueError(f"plot {name!r}: data['references'] must be a dict label -> value; got {references!r}.")
+        checked_refs = {}
+        for label, value in references.items():
+            label = _label(name, "references", label)
+            checked_refs[label] = _numbers(name, f"references[{label!r}]", [value])[0]
+        return {"epsilons": epsilons, "values": values, "metric": _label(name, "metric", data["metric"]),
+                "references": checked_refs}
+    if kind == "score_histogram":
+        return {"in": _numbers(name, "in", data["in"]), "out": _numbers(name, "out", data["out"]),
+                "xlabel": _label(name, "xlabel", data.get("xlabel", "score"))}
+    categories = data["categories"]
+    if isinstance(categories, (str, bytes, Mapping)) or not isinstance(categories, Iterable):
+        raise ValueError(f"plot {name!r}: data['categories'] must be a list of labels; got {categories!r}.")  # noqa: TRY004
+    labels = [str(c) for c in categories]
+    if not labels:
+        raise ValueError(f"plot {name!r}: data['categories'] is empty; a plot needs at least one category.")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"plot {name!r}: data['categories'] has repeated labels {labels}.")
+    real = _numbers(name, "real", data["real"], minimum=0.0)
+    synthetic = _numbers(name, "synthetic", data["synthetic"], minimum=0.0)
+    _same_length(name, "real", real, "categories", len(labels))
+    _same_length(name, "synthetic", synthetic, "categories", len(labels))
+    return {"column": _label(name, "column", data["column"]), "categories": labels, "real": real,
+            "synthetic": synthetic}
+
+
+# --------------------------------------------------------------------------------------------
+# Plot files
+# --------------------------------------------------------------------------------------------
+
+
+def _matplotlib() -> tuple[Any, Any]:
+    """matplotlib's Figure and Agg canvas (no pyplot: the caller's backend and state are untouched)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise missing_extra("matplotlib", "evaluation") from exc
+    return Figure, FigureCanvasAgg
+
+
+def _refuse_owner_only_files(folder: Path) -> None:
+    found = sorted(folder.glob(_OWNER_ONLY_PREFIX + "*.png")) if folder.is_dir() else []
+    if found:
+        raise FileExistsError(
+            f"{folder} holds owner-only plot files ({', '.join(p.name for p in found)}) from an export "
+            "with include_owner_only=True; a shareable export must not be published beside them. "
+            "Use a fresh folder, or delete them first."
+        )
+
+
+def _render(plot: _Plot, figure_cls: Any, canvas_cls: Any) -> bytes:
+    """The plot as PNG bytes."""
+    fig = figure_cls(figsize=_FIGSIZE, dpi=_DPI, layout="constrained")
+    canvas_cls(fig)
+    ax = fig.add_subplot()
+    data = plot.data
+    if plot.kind == "privacy_utility":
+        order = sorted(range(len(data["epsilons"])), key=data["epsilons"].__getitem__)
+        xs = [data["epsilons"][i] for i in order]
+        ys = [data["values"][i] for i in order]
+        ax.plot(xs, ys, marker="o", linewidth=2, label=f"DP synthetic data ({data['metric']})")
+        styles = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)))
+        for i, (label, value) in enumerate(data["references"].items()):
+            ax.axhline(value, linestyle=styles[i % len(styles)], color=f"C{i + 1}", linewidth=1.5,
+                       label=f"{label} ({_format_value(value)})")
+        if xs[0] > 0 and xs[-1] / xs[0] >= 10:
+            ax.set_xscale("log")
+            ax.set_xticks(xs, [_format_value(x) for x in xs])
+            ax.minorticks_off()
+        ax.set_xlabel("privacy budget ε")
+        ax.set_ylabel(data["metric"])
+        ax.grid(True, alpha=0.3)
+    elif plot.kind == "score_histogram":
+        import numpy as np
+
+        both = np.asarray(data["in"] + data["out"], dtype=float)
+        edges = np.histogram_bin_edges(both, bins=min(40, max(10, int(math.sqrt(both.size)))))
+        ax.hist(data["in"], bins=edges, alpha=0.55, density=True, label=f"IN canaries (n = {len(data['in']):,})")
+        ax.hist(data["out"], bins=edges, alpha=0.55, density=True, label=f"OUT canaries (n = {len(data['out']):,})")
+        ax.set_xlabel(data["xlabel"])
+        ax.set_ylabel("density")
+    else:
+        n = len(data["categories"])
+        xs = range(n)
+        width = 0.4
+        ax.bar([x - width / 2 for x in xs], data["real"], width, label="real")
+        ax.bar([x + width / 2 for x in xs], data["synthetic"], width, label="synthetic")
+        long_labels = n > 6 or max(len(c) for c in data["categories"]) > 10
+        ax.set_xticks(list(xs), data["categories"], rotation=45 if long_labels else 0,
+                      ha="right" if long_labels else "center")
+        ax.set_xlabel(data["column"])
+        ax.set_ylabel("frequency")
+        ax.grid(True, axis="y", alpha=0.3)
+    title = plot.name if plot.shareable else f"{plot.name}\n(owner-only: not covered by the DP guarantee; do not publish)"
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize="small")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
