@@ -221,6 +221,8 @@ class DPSynthTrainer(Trainer):
         peft_config: a peft config applied with ``get_peft_model`` (as in TRL).
         ledger: a shared :class:`~hf_dpsynth.privacy.PrivacyLedger` (then ``target_epsilon`` and
             ``target_delta`` must be unset); by default the trainer makes its own from them.
+        ledger_stage: the stage charged: ``"training"``, or ``"audit"`` for an audit run whose ε is
+            composed into the release ledger (so its results may be shared).
 
     Privacy: protects each privacy unit (example, or user with capped contributions) of
     ``train_dataset`` under add/remove adjacency, with the (ε, δ) in :meth:`privacy_report`. N is
@@ -237,6 +239,7 @@ class DPSynthTrainer(Trainer):
         *,
         peft_config: Any = None,
         ledger: PrivacyLedger | None = None,
+        ledger_stage: str = STAGE,
         **kwargs: Any,
     ):
         if not isinstance(args, DPSynthConfig):
@@ -256,6 +259,11 @@ class DPSynthTrainer(Trainer):
             _refuse_private_selection(callback)
         if train_dataset is None:
             raise DatasetError("train_dataset= is required.")
+        if ledger_stage not in (STAGE, "audit"):
+            raise DPConfigError(
+                f"ledger_stage must be 'training' or 'audit' (an audit run charged to the release ledger); got {ledger_stage!r}."
+            )
+        self._stage = ledger_stage
         train_dataset = _unwrap_prepared(train_dataset, args)
         if args.n_gpu > 1:
             raise DPConfigError(
@@ -388,12 +396,12 @@ class DPSynthTrainer(Trainer):
         if args.noise_multiplier is not None:
             sigma = float(args.noise_multiplier)
         else:
-            sigma = self.ledger.calibrate(STAGE, sampling_probability=q, num_steps=num_steps)
+            sigma = self.ledger.calibrate(self._stage, sampling_probability=q, num_steps=num_steps)
         event = dpsgd_event(noise_multiplier=sigma, sampling_probability=q, num_steps=num_steps)
-        if sigma > 0 and self.ledger.would_exceed(STAGE, event):
+        if sigma > 0 and self.ledger.would_exceed(self._stage, event):
             raise InvalidPrivacyParameterError(
                 f"noise_multiplier={sigma:g} for {num_steps} steps at q = {q:.4g} would exceed the ledger's "
-                f"budget for stage 'training' (remaining ε = {self.ledger.remaining(STAGE):.4g}). Raise σ, take "
+                f"budget for stage '{self._stage}' (remaining ε = {self.ledger.remaining(self._stage):.4g}). Raise σ, take "
                 "fewer steps, or leave noise_multiplier unset to calibrate it."
             )
         if sigma == 0 and math.isfinite(self.ledger.epsilon):
@@ -497,7 +505,7 @@ class DPSynthTrainer(Trainer):
         Privacy: runs before the first step; a refused charge raises before anything is trained.
         """
         self.ledger.charge(
-            STAGE,
+            self._stage,
             self._training_event(),
             privacy_unit=self.plan.privacy_unit,
             num_units=self.plan.num_units,
@@ -557,7 +565,7 @@ class DPSynthTrainer(Trainer):
         # Steps after the checkpoint re-run from the checkpoint's state: the same computation, nothing new.
         self._steps_run = set(range(int(state["global_step"])))
         already = any(
-            c.stage == STAGE and (c.metadata or {}).get("run_id") == self._run_id for c in self.ledger.charges
+            c.stage == self._stage and (c.metadata or {}).get("run_id") == self._run_id for c in self.ledger.charges
         )
         if not already:
             # A fresh process with a fresh ledger: the spend of the interrupted run is re-recorded (not
@@ -749,14 +757,14 @@ class DPSynthTrainer(Trainer):
         # ε spent so far (steps taken out of the charged plan) rides along with the loss logs.
         if "loss" in logs and self.is_world_process_zero():  # an accountant call: main process only
             logs["epsilon"] = self._epsilon_after(self.state.global_step)
-            logs["epsilon_charged"] = self.ledger.epsilon_spent(STAGE)
+            logs["epsilon_charged"] = self.ledger.epsilon_spent(self._stage)
         super().log(logs, start_time)
 
     def privacy_report(self) -> TrainingPrivacyReport:
         """The training stage's guarantee, read from the ledger."""
         p = self.plan
         report = self.ledger.report()
-        charged = self.ledger.epsilon_spent(STAGE) if self._run_id is not None else self._epsilon_after(p.num_steps)
+        charged = self.ledger.epsilon_spent(self._stage) if self._run_id is not None else self._epsilon_after(p.num_steps)
         notes = [_NOT_PRIVATE_NOTE]
         if self.args.dp_seed is not None:
             notes.append("dp_seed was set: the sampling and noise are reproducible, which is for tests only.")
