@@ -222,6 +222,17 @@ class AuditReport:
                                    note="a control run on private data: owner-only"))
         return rows
 
+    def add_to(self, report: Any) -> None:
+        """Add the audit's metrics and its canary-score histogram (IN vs OUT) to a ``Report``."""
+        report.extend(self.to_metrics())
+        score = "log p_adapter − log p_base" if self.config.score == "model" else "mean log-prob under the n-gram model"
+        report.add_plot(
+            "canary scores", "score_histogram",
+            {"in": list(self.main.scores_in), "out": list(self.main.scores_out), "xlabel": score},
+            shareable=self.shareable,
+            caption=f"Scores of inserted (IN) and held-out (OUT) canaries; ε̂ = {self.main.epsilon_lower_bound:.3g}.",
+        )
+
 
 Trainer = Callable[[Any, bool], Any]
 

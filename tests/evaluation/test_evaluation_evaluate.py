@@ -1,4 +1,4 @@
-"""evaluate() (hf_dpsynth/evaluation/evaluate.py): dispatch per modality, reference settings, the
+"""evaluate() (hf_dpsynth/evaluation/evaluator.py): dispatch per modality, reference settings, the
 real-data ceiling, sharing flags, the public-only verdict, the invalid rate, bad input.
 
 Sharing rules checked here (ALGORITHMS.md §7): a metric that reads the real test set is shareable
@@ -18,7 +18,7 @@ from datasets import Dataset
 from hf_dpsynth.data import ImageCodec, TabularCodec, TextCodec, load_digits_images
 from hf_dpsynth.data.tabular import CategoricalColumn, IntegerColumn, TabularSchema
 from hf_dpsynth.errors import DatasetError, SchemaError
-from hf_dpsynth.evaluation.evaluate import EvaluationResult, evaluate
+from hf_dpsynth.evaluation.evaluator import EvaluationResult, evaluate
 from hf_dpsynth.evaluation.text import (
     OWNER_ONLY_NOTE,
     REAL_DATA_SETTING,

@@ -39,7 +39,7 @@ from hf_dpsynth.evaluation.text import (
     make_metric,
 )
 
-__all__ = ["PUBLIC_ONLY", "EvaluationResult", "evaluate"]
+__all__ = ["PUBLIC_ONLY", "EvaluationResult", "add_privacy_utility_curve", "evaluate"]
 
 #: A reference whose key contains this is the public-only baseline (ε = 0: no private data used).
 PUBLIC_ONLY = "public-only"
@@ -258,3 +258,42 @@ def evaluate(
                                        section=UTILITY_SECTION, setting=setting, shareable=test_is_public))
     return EvaluationResult(modality=modality, setting=setting, metrics=metrics, evaluations=evaluations,
                             primary_metric=primary_metric, beats_public_only=beats)
+
+
+def add_privacy_utility_curve(
+    report: Any,
+    results: Mapping[float, EvaluationResult],
+    *,
+    metric: str | None = None,
+    name: str = "privacy-utility",
+) -> None:
+    """Add the privacy–utility curve (``metric`` of each DP run across ε) to ``report``, with the
+    references and the real ceiling of the first result as horizontal lines.
+
+    The plot is shareable only when every point and line drawn is (metrics on public data).
+    """
+    if not results:
+        raise ValueError("results is empty: pass {epsilon: EvaluationResult} for at least one ε.")
+    epsilons = sorted(results)
+    first = results[epsilons[0]]
+    metric = metric or first.primary_metric
+    if metric is None:
+        raise ValueError("these results have no primary metric (no labels): pass metric=.")
+    points, shareable = [], True
+    for eps in epsilons:
+        row = next((m for m in results[eps].metrics if m.name == metric and m.setting == results[eps].setting), None)
+        if row is None or not isinstance(row.value, (int, float)):
+            raise ValueError(f"the result at ε = {eps:g} has no numeric metric {metric!r} in its DP setting.")
+        points.append(float(row.value))
+        shareable &= row.shareable
+    references = {}
+    for row in first.metrics:
+        if row.name == metric and row.setting != first.setting and isinstance(row.value, (int, float)):
+            references[row.setting] = float(row.value)
+            shareable &= row.shareable
+    report.add_plot(
+        name, "privacy_utility",
+        {"epsilons": [float(e) for e in epsilons], "values": points, "metric": metric, "references": references},
+        shareable=shareable,
+        caption=f"{metric} of the DP synthetic data across ε, with its reference points.",
+    )
