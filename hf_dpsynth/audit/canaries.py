@@ -54,6 +54,19 @@ class CanarySet:
         completions = [self.codec.encode_body(r, order_seed=None) for r in self.records]
         return prompts, completions
 
+    def save(self, path: str) -> None:
+        """Write the canaries' texts and the inclusion commitment (owner-only, atomically).
+
+        Kept so that nothing downstream can ship a canary: the Hub push gate reads this file and
+        refuses a synthetic dataset that contains one. The inclusion vector is not written.
+        """
+        import json
+
+        from hf_dpsynth._io import atomic_write_text
+
+        texts = [self.codec.encode(r) for r in self.records]
+        atomic_write_text(path, json.dumps({"inclusion_hash": self.inclusion_hash, "canaries": texts}, indent=2))
+
     def insert_into(self, dataset: Any, *, repeat: int = 1, user_id_column: str | None = None) -> Any:
         """``dataset`` (prompt/completion columns, e.g. a PreparedDataset's) plus the included canaries.
 

@@ -48,6 +48,17 @@ def test_canaries_are_fresh_seeded_and_committed():
     assert all(r["label"] in ("ham", "spam") for r in a.records)
 
 
+def test_canaries_are_saved_for_the_downstream_gate(tmp_path):
+    import json
+
+    canaries = make_canaries(CODEC, 200, seed=5)
+    canaries.save(tmp_path / "canaries.json")
+    saved = json.loads((tmp_path / "canaries.json").read_text())
+    assert saved["inclusion_hash"] == canaries.inclusion_hash
+    assert saved["canaries"] == [CODEC.encode(r) for r in canaries.records]
+    assert "included" not in saved
+
+
 def test_too_few_canaries_are_refused_with_the_minimum():
     with pytest.raises(InvalidPrivacyParameterError, match="at least 200"):
         make_canaries(CODEC, 100, seed=0)
