@@ -91,6 +91,15 @@ def _rebuild_invalid_record(reason: str, kind: str) -> InvalidRecord:
     return InvalidRecord(reason, kind=kind)
 
 
+class PublishRefusedError(DPSynthError, RuntimeError):
+    """A safety gate refused to publish: something in the release is not covered by the DP guarantee
+    (canaries, verbatim training records, no ledger or card, DP off, secret seeds or checkpoints)."""
+
+
+class CardError(DPSynthError, ValueError):
+    """A DP dataset or model card is malformed or its privacy block does not validate."""
+
+
 class CheckpointError(DPSynthError, RuntimeError):
     """A checkpoint cannot be resumed without replaying or losing privacy-relevant state."""
 
