@@ -1,0 +1,15 @@
+"""Whole runs from recipes: ``load_recipe`` and ``run_recipe`` (the ``hf-dpsynth run`` command)."""
+
+from __future__ import annotations
+
+from hf_dpsynth._lazy import lazy_exports
+
+_LAZY = {
+    "Recipe": "hf_dpsynth.pipeline.recipe",
+    "load_recipe": "hf_dpsynth.pipeline.recipe",
+    "RunSummary": "hf_dpsynth.pipeline.runner",
+    "run_recipe": "hf_dpsynth.pipeline.runner",
+}
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_exports("hf_dpsynth.pipeline", _LAZY)

@@ -1,0 +1,229 @@
+"""Recipes: a whole run as one YAML file, checked when loaded (unknown keys list the valid ones).
+
+```yaml
+name: sms-spam-text
+data:        {source: sms_spam, split: train, modality: text, text_column: text,
+              label_column: label, labels: [ham, spam], max_records: 512}
+privacy:     {epsilon: 4.0, unit: example, shares: {label_histogram: 0.05, training: 0.95}}
+model:       {name: default}                 # default | tiny | a Hub id or local path
+lora:        {r: 8, alpha: 16, top_layers: 4}
+training:    {logical_batch_size: 64, per_device_train_batch_size: 16, max_steps: 8}
+generation:  {method: adapter_sampler, num_records: 64}
+evaluation:  {enabled: true, test_split: test}
+output:      {dir: runs/sms-spam-text}
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from hf_dpsynth.errors import DPConfigError
+
+__all__ = ["Recipe", "load_recipe"]
+
+
+@dataclass(frozen=True)
+class DataSection:
+    source: str = "sms_spam"  # "sms_spam" (carried by the package), "digits" (scikit-learn), or a path
+    split: str | None = None  # for sms_spam: train | test | all; for uci adult folders: train | test
+    modality: Literal["text", "tabular", "image"] = "text"
+    text_column: str = "text"
+    label_column: str | None = None
+    labels: tuple[str, ...] | None = None  # public list of label values
+    user_id_column: str | None = None
+    schema: Any = None  # tabular: "adult" or {"columns": [...]} (public)
+    drop_columns: tuple[str, ...] = ()
+    image_shape: tuple[int, int] | None = None
+    image_levels: int | None = None
+    max_records: int | None = None
+    scrub_pii: bool = True
+    synthetic_user_ids: int | None = None  # test fixtures only: assign N synthetic users round-robin
+
+
+@dataclass(frozen=True)
+class PrivacySection:
+    epsilon: float = 4.0
+    delta: float | None = None  # default 1/(N·ln N)
+    unit: Literal["example", "user"] = "example"
+    max_examples_per_user: int | None = None
+    accountant: Literal["pld", "rdp"] | None = None
+    shares: Mapping[str, float] = field(default_factory=lambda: {"label_histogram": 0.05, "training": 0.95})
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    name: str = "default"  # default | tiny | a Hub id or a local path
+
+
+@dataclass(frozen=True)
+class LoraSection:
+    r: int = 8
+    alpha: int = 16
+    top_layers: int | None = 4
+    target_modules: Any = "all-linear"
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    logical_batch_size: int = 64
+    per_device_train_batch_size: int = 16
+    max_steps: int = 8
+    learning_rate: float = 2e-3
+    max_length: int = 64
+    per_example_max_grad_norm: float = 1.0
+    save_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationSection:
+    method: Literal["adapter_sampler", "private_prediction"] = "adapter_sampler"
+    num_records: int | None = 64
+    batch_size: int = 16
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 0.95
+    # private prediction
+    expected_batch_size: int = 31
+    clip: float = 10.0
+    pp_temperature: float = 2.0
+    max_private_tokens: int | None = None
+    svt_threshold: float | None = None
+    svt_noise: float = 0.2
+    public_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationSection:
+    enabled: bool = False
+    test_split: str = "test"
+    max_test_records: int | None = 500
+
+
+@dataclass(frozen=True)
+class OutputSection:
+    dir: str = "hf_dpsynth_run"
+
+
+@dataclass(frozen=True)
+class HubSection:
+    repo_id: str | None = None
+    private: bool = True
+
+
+_SECTIONS = {
+    "data": DataSection, "privacy": PrivacySection, "model": ModelSection, "lora": LoraSection,
+    "training": TrainingSection, "generation": GenerationSection, "evaluation": EvaluationSection,
+    "output": OutputSection, "hub": HubSection,
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed recipe (see the module docstring)."""
+
+    name: str
+    data: DataSection
+    privacy: PrivacySection
+    model: ModelSection
+    lora: LoraSection
+    training: TrainingSection
+    generation: GenerationSection
+    evaluation: EvaluationSection
+    output: OutputSection
+    hub: HubSection
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return json.loads(json.dumps(data, default=list))
+
+    def fingerprint(self) -> str:
+        """A hash of everything that defines the run (not where it writes): an output folder holding
+        another fingerprint holds a different run."""
+        data = self.to_dict()
+        data["output"] = {}
+        data["hub"] = {}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def with_overrides(self, **sections: Mapping[str, Any]) -> Recipe:
+        """A copy with some fields of some sections replaced (e.g. ``model={"name": "tiny"}``)."""
+        changes = {}
+        for name, values in sections.items():
+            current = getattr(self, name)
+            changes[name] = _section(name, {**dataclasses.asdict(current), **dict(values)})
+        return dataclasses.replace(self, **changes)
+
+
+def _section(name: str, values: Any) -> Any:
+    cls = _SECTIONS[name]
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise DPConfigError(f"recipe section {name!r} must be a mapping; got {type(values).__name__}.")
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise DPConfigError(f"recipe section {name!r} has unknown key(s) {unknown}; valid keys: {valid}.")
+    kwargs = {k: tuple(v) if isinstance(v, list) and k not in ("target_modules",) else v for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _validate(recipe: Recipe) -> None:
+    shares = dict(recipe.privacy.shares)
+    total = sum(shares.values())
+    if any(not isinstance(v, (int, float)) or v <= 0 for v in shares.values()) or total > 1 + 1e-9:
+        raise DPConfigError(f"privacy.shares must be positive and sum to at most 1; got {shares} (sum {total:g}).")
+    if recipe.generation.method == "private_prediction" and "private_prediction" not in shares:
+        raise DPConfigError("generation.method private_prediction needs a privacy.shares entry 'private_prediction'.")
+    if recipe.generation.method == "adapter_sampler" and "training" not in shares:
+        raise DPConfigError("generation.method adapter_sampler needs a privacy.shares entry 'training'.")
+    if recipe.data.modality == "tabular" and recipe.data.schema is None:
+        raise DPConfigError("a tabular recipe needs data.schema ('adult' or the public {columns: [...]}).")
+    if recipe.data.modality == "image" and (recipe.data.image_shape is None or recipe.data.image_levels is None):
+        raise DPConfigError("an image recipe needs data.image_shape and data.image_levels.")
+    if recipe.privacy.unit == "user" and not (recipe.data.user_id_column and recipe.privacy.max_examples_per_user):
+        raise DPConfigError("a user-level recipe needs data.user_id_column and privacy.max_examples_per_user.")
+    if recipe.hub.repo_id is not None:
+        from hf_dpsynth.hub.repo import check_repo_id
+
+        check_repo_id(recipe.hub.repo_id)
+
+
+def load_recipe(path_or_mapping: str | os.PathLike[str] | Mapping[str, Any]) -> Recipe:
+    """Parse and check a recipe (a YAML path or a dict). Unknown keys are errors listing valid ones."""
+    import yaml
+
+    source = None
+    if isinstance(path_or_mapping, Mapping):
+        raw = dict(path_or_mapping)
+    else:
+        path = Path(path_or_mapping)
+        if not path.is_file():
+            raise DPConfigError(f"recipe {path} does not exist.")
+        source = str(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise DPConfigError(f"recipe {path} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, Mapping):
+            raise DPConfigError(f"recipe {path} must be a mapping of sections.")
+    valid = ["name", *_SECTIONS]
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise DPConfigError(f"the recipe has unknown top-level key(s) {unknown}; valid keys: {valid}.")
+    try:
+        sections = {name: _section(name, raw.get(name)) for name in _SECTIONS}
+    except TypeError as exc:
+        raise DPConfigError(f"recipe: {exc}") from exc
+    recipe = Recipe(name=str(raw.get("name", "recipe")), source=source, **sections)
+    _validate(recipe)
+    return recipe

@@ -1,0 +1,360 @@
+"""``hf-dpsynth run``: a recipe end to end, resumable, with one ledger persisted before each mechanism.
+
+Output folder layout (``recipe.output.dir``):
+
+```
+run_state.json          the recipe's fingerprint and each stage's status (a folder holds one run)
+privacy_ledger.json     every charge of the release; saved after each charge, before its mechanism
+label_histogram.json    the DP label distribution (reused on rerun; lost → charged again)
+adapter/                the DP LoRA adapter (adapter_sampler recipes)
+checkpoint-*/           training checkpoints (PRIVATE: secret seeds; never uploaded)
+synthetic/              the synthetic dataset (data.parquet + generation_info.json)
+report/                 the shareable report (Markdown, JSON, plots)
+report_owner/           the owner-only report (metrics on private data; do not publish)
+summary.json            ε per stage, records, invalid rate, headline utility
+```
+
+Resuming: a stage whose output was saved is reused; a training stage resumes from its last
+checkpoint (a continuation: the ledger already holds its charge); a stage whose output and
+checkpoint are both lost runs again and is charged again — never re-run for free.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hf_dpsynth._io import atomic_write_json
+from hf_dpsynth.errors import DPConfigError
+from hf_dpsynth.pipeline.recipe import Recipe
+
+__all__ = ["RunSummary", "load_synthetic", "run_recipe"]
+
+STATE_FILE = "run_state.json"
+LEDGER_FILE = "privacy_ledger.json"
+
+
+@dataclass
+class RunSummary:
+    """What a run produced: ε per stage (shareable), records, invalid rate, headline utility."""
+
+    output_dir: str
+    epsilon_spent: float
+    delta: float
+    stages: dict[str, float] = field(default_factory=dict)
+    num_generated: int | None = None
+    num_valid: int | None = None
+    invalid_rate: float | None = None
+    headline: dict[str, Any] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        rows = [("stage", "ε spent")] + [(k, f"{v:.4g}") for k, v in self.stages.items()]
+        rows.append(("total", f"{self.epsilon_spent:.4g} (δ = {self.delta:.2g})"))
+        width = max(len(r[0]) for r in rows)
+        lines = [f"{a:<{width}}  {b}" for a, b in rows]
+        if self.num_generated is not None:
+            lines.append(f"records: {self.num_valid} valid of {self.num_generated} generated "
+                         f"(invalid rate {self.invalid_rate:.1%})")
+        for name, value in self.headline.items():
+            lines.append(f"{name}: {value}")
+        if self.reused:
+            lines.append("reused from an earlier run (not re-run, not re-charged): " + ", ".join(self.reused))
+        return "\n".join(lines)
+
+
+class _State:
+    def __init__(self, out: Path, recipe: Recipe) -> None:
+        self.path = out / STATE_FILE
+        fingerprint = recipe.fingerprint()
+        if self.path.is_file():
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("fingerprint") != fingerprint:
+                raise DPConfigError(
+                    f"{out} holds a different run (recipe {data.get('name')!r}, fingerprint {data.get('fingerprint')}); "
+                    f"this recipe's fingerprint is {fingerprint}. Use another output folder rather than mix two runs."
+                )
+            self.data = data
+        else:
+            if out.exists() and any(out.iterdir()):
+                raise DPConfigError(f"{out} is not empty and holds no run state: choose an empty or new output folder.")
+            out.mkdir(parents=True, exist_ok=True)
+            self.data = {"name": recipe.name, "fingerprint": fingerprint, "stages": {}}
+            self.save()
+
+    def done(self, stage: str) -> bool:
+        return self.data["stages"].get(stage) == "done"
+
+    def mark(self, stage: str, status: str) -> None:
+        self.data["stages"][stage] = status
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.data)
+
+
+def _load_data(recipe: Recipe) -> Any:
+    d = recipe.data
+    if d.source == "sms_spam":
+        from hf_dpsynth.resources import load_sms_spam
+
+        data = load_sms_spam(d.split or "train")
+    elif d.source == "digits":
+        from hf_dpsynth.data.sources import load_digits_images
+
+        data = load_digits_images()
+    elif d.modality == "tabular" and d.schema == "adult":
+        from hf_dpsynth.data.sources import load_uci_adult
+
+        if not os.path.exists(d.source):
+            raise DPConfigError(f"data.source {d.source!r} does not exist: give the UCI Adult folder or file.")
+        data = load_uci_adult(d.source, split=d.split or "train")
+    else:
+        from hf_dpsynth.data.loading import load_records
+
+        if not os.path.exists(d.source):
+            raise DPConfigError(f"data.source {d.source!r} does not exist.")
+        data = load_records(d.source, split=d.split)
+    if d.drop_columns:
+        data = data.remove_columns(list(d.drop_columns))
+    if d.max_records is not None:
+        data = data.select(range(min(d.max_records, len(data))))  # the first rows: a public choice
+    if d.synthetic_user_ids:
+        # Test fixture only: the packaged data has no user column, so users are assigned round-robin.
+        data = data.add_column("user", [f"user{i % d.synthetic_user_ids}" for i in range(len(data))])
+    return data
+
+
+def _codec(recipe: Recipe) -> Any:
+    from hf_dpsynth.data import ImageCodec, TabularCodec, TabularSchema, TextCodec
+    from hf_dpsynth.data.sources import adult_schema
+
+    d = recipe.data
+    conditions = {d.label_column: list(d.labels)} if d.label_column and d.labels else None
+    if d.modality == "text":
+        return TextCodec(d.text_column, conditions=conditions)
+    if d.modality == "tabular":
+        schema = adult_schema() if d.schema == "adult" else TabularSchema.from_dict(d.schema)
+        if d.drop_columns:
+            schema = schema.select([n for n in schema.names if n not in d.drop_columns])
+        return TabularCodec(schema)
+    return ImageCodec(tuple(d.image_shape), int(d.image_levels), conditions=conditions)
+
+
+def _model(recipe: Recipe) -> tuple[Any, Any]:
+    from hf_dpsynth.models import load_model_and_tokenizer, tiny_causal_lm
+
+    name = recipe.model.name
+    if name == "tiny":
+        return tiny_causal_lm()
+    return load_model_and_tokenizer(None if name == "default" else name)
+
+
+def _lora(recipe: Recipe, model: Any) -> Any:
+    from peft import LoraConfig
+
+    layers = model.config.num_hidden_layers
+    top = recipe.lora.top_layers
+    extra = {}
+    if top:
+        extra["layers_to_transform"] = list(range(max(0, layers - top), layers))
+    target = recipe.lora.target_modules
+    if target == "all-linear" and top:
+        target = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    return LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=0.0, target_modules=target, **extra)
+
+
+def _save_dataset(dataset: Any, target: Path) -> None:
+    """``target/data.parquet`` + ``target/generation_info.json``, swapped in atomically as a folder."""
+    import pyarrow.parquet as pq
+
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pq.write_table(dataset.flatten_indices().data.table, tmp / "data.parquet")
+    atomic_write_json(tmp / "generation_info.json", {"description": dataset.info.description})
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def load_synthetic(folder: str | os.PathLike[str]) -> Any:
+    """The synthetic dataset a run saved (with its generation summary)."""
+    import pyarrow.parquet as pq
+    from datasets import Dataset, DatasetInfo
+
+    folder = Path(folder)
+    info = json.loads((folder / "generation_info.json").read_text(encoding="utf-8"))
+    return Dataset(pq.read_table(folder / "data.parquet"), info=DatasetInfo(description=info["description"]))
+
+
+def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+               log: Callable[[str], None] = print) -> RunSummary:
+    """Run ``recipe`` (resuming whatever an earlier run in the same folder finished)."""
+    import torch
+
+    from hf_dpsynth.data import dp_histograms, prepare_dataset
+    from hf_dpsynth.data.statistics import DPHistogramRelease
+    from hf_dpsynth.privacy import PrivacyLedger
+
+    out = Path(output_dir or recipe.output.dir).resolve()
+    state = _State(out, recipe)
+    summary_reused: list[str] = []
+
+    log(f"[1] data: {recipe.data.source} ({recipe.data.modality})")
+    data = _load_data(recipe)
+    codec = _codec(recipe)
+    d, p = recipe.data, recipe.privacy
+    prepared = prepare_dataset(
+        data, codec, privacy_unit=p.unit, user_id_column=d.user_id_column if p.unit == "user" else None,
+        max_examples_per_user=p.max_examples_per_user if p.unit == "user" else None, scrub_pii=d.scrub_pii,
+    )
+    n = prepared.num_units
+    log(f"    {n:,} {p.unit}s (N, public)")
+
+    ledger_path = out / LEDGER_FILE
+    if ledger_path.is_file():
+        ledger = PrivacyLedger.load(ledger_path)
+    else:
+        delta = p.delta if p.delta is not None else 1.0 / (n * math.log(n))
+        ledger = PrivacyLedger(epsilon=p.epsilon, delta=delta, privacy_unit=p.unit, num_units=n, accountant=p.accountant)
+        ledger.plan(dict(p.shares))
+        ledger.save(ledger_path)
+
+    def persist() -> None:
+        ledger.save(ledger_path)
+
+    # -- DP label histogram ---------------------------------------------------------------------
+    labels = None
+    hist_path = out / "label_histogram.json"
+    if "label_histogram" in p.shares and codec.conditions:
+        if hist_path.is_file():
+            labels = DPHistogramRelease.load(hist_path)[d.label_column]
+            summary_reused.append("label_histogram")
+        else:
+            log("[2] DP label histogram")
+            release_kwargs = {"user_id_column": d.user_id_column, "max_examples_per_user": p.max_examples_per_user} if p.unit == "user" else {}
+            release = dp_histograms(data, {d.label_column: list(d.labels)}, ledger=ledger, stage="label_histogram",
+                                    after_charge=persist, **release_kwargs)
+            release.save(hist_path)
+            labels = release[d.label_column]
+        state.mark("label_histogram", "done")
+
+    model, tok = _model(recipe)
+    synthetic_path = out / "synthetic"
+    g = recipe.generation
+    if synthetic_path.is_dir() and state.done("generation"):
+        synthetic = load_synthetic(synthetic_path)
+        summary_reused.append("generation")
+    elif g.method == "adapter_sampler":
+        from hf_dpsynth.generation import AdapterSampler
+
+        model = _train(recipe, out, state, model, tok, prepared, ledger, summary_reused, log)
+        log("[4] sampling the DP adapter (post-processing)")
+        sampler = AdapterSampler(model, tok, codec=codec, conditioning=labels, batch_size=g.batch_size,
+                                 max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p)
+        synthetic = sampler.generate(g.num_records, seed=0, progress=progress)
+        _save_dataset(synthetic, synthetic_path)
+        state.mark("generation", "done")
+    else:
+        from hf_dpsynth.generation import PrivatePredictionGenerator, SparseVectorGate
+
+        log("[3] private prediction (charged once, before generation)")
+        counts = labels if labels is not None else None
+        pp = PrivatePredictionGenerator(
+            model, tok, prepared, codec=codec, ledger=ledger, expected_batch_size=g.expected_batch_size,
+            label_counts=counts, batches_per_label=None if counts is not None else (n // g.expected_batch_size),
+            clip=g.clip, temperature=g.pp_temperature, max_private_tokens=g.max_private_tokens,
+            max_new_tokens=g.max_new_tokens if g.svt_threshold is not None else None,
+            svt=SparseVectorGate(g.svt_threshold, g.svt_noise) if g.svt_threshold is not None else None,
+            public_prompt=g.public_prompt,
+        )
+        state.mark("generation", "charging")
+        synthetic = pp.generate(progress=progress, after_charge=persist)
+        persist()
+        _save_dataset(synthetic, synthetic_path)
+        state.mark("generation", "done")
+    del torch
+
+    from hf_dpsynth.generation import generation_info
+
+    info = generation_info(synthetic)
+    summary = RunSummary(
+        output_dir=str(out), epsilon_spent=ledger.epsilon_spent(), delta=ledger.delta,
+        stages={s: ledger.epsilon_spent(s) for s in (ledger.stage_plan or {})},
+        num_generated=info["num_generated"], num_valid=info["num_valid"],
+        invalid_rate=1 - info["num_valid"] / info["num_generated"] if info["num_generated"] else None,
+        reused=summary_reused,
+    )
+    if recipe.evaluation.enabled:
+        summary.headline.update(_evaluate(recipe, codec, synthetic, ledger, out, log))
+    atomic_write_json(out / "summary.json", {**summary.__dict__})
+    log("\n" + summary.table())
+    return summary
+
+
+def _train(recipe, out, state, model, tok, prepared, ledger, reused, log):
+    from peft import PeftModel
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from hf_dpsynth.training import DPSynthConfig, DPSynthTrainer
+
+    adapter = out / "adapter"
+    if adapter.is_dir() and state.done("training"):
+        reused.append("training")
+        return PeftModel.from_pretrained(model, str(adapter))
+    t = recipe.training
+    checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
+    log("[3] DP fine-tuning" + (f" (resuming from {Path(checkpoint).name})" if checkpoint else ""))
+    import torch
+
+    args = DPSynthConfig(
+        output_dir=str(out), per_example_max_grad_norm=t.per_example_max_grad_norm,
+        logical_batch_size=min(t.logical_batch_size, prepared.num_units), per_device_train_batch_size=t.per_device_train_batch_size,
+        max_steps=t.max_steps, learning_rate=t.learning_rate, max_length=t.max_length,
+        use_cpu=not torch.cuda.is_available(), report_to="none", logging_steps=max(1, t.max_steps // 4),
+        save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500,
+        disable_tqdm=False, **prepared.training_kwargs(),
+    )
+    state.mark("training", "charging")
+    trainer = DPSynthTrainer(model=model, args=args, train_dataset=prepared, processing_class=tok,
+                             peft_config=_lora(recipe, model), ledger=ledger)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    tmp = out / "adapter.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(str(tmp))
+    shutil.rmtree(adapter, ignore_errors=True)
+    os.replace(tmp, adapter)
+    ledger.save(out / LEDGER_FILE)
+    state.mark("training", "done")
+    return trainer.model
+
+
+def _evaluate(recipe, codec, synthetic, ledger, out, log) -> dict[str, Any]:
+    from hf_dpsynth.evaluation import Report, evaluate
+
+    log("[5] evaluation against held-out real data (owner-only: not DP)")
+    d = recipe.data
+    test = _load_data(recipe.with_overrides(data={"split": recipe.evaluation.test_split, "max_records": recipe.evaluation.max_test_records}))
+    if len(synthetic) == 0:
+        log("    no valid synthetic record: nothing to evaluate")
+        return {"evaluation": "no valid synthetic record"}
+    try:
+        result = evaluate(synthetic, test, codec=codec, embeddings=False, setting=f"ε = {ledger.epsilon_spent():.3g}")
+    except Exception as exc:  # e.g. a single class among few synthetic records
+        log(f"    evaluation skipped: {exc}")
+        return {"evaluation": f"skipped ({type(exc).__name__})"}
+    report = Report(f"{recipe.name}: synthetic data report", privacy=ledger.report().to_dict())
+    report.extend(result.metrics)
+    report.save(out / "report")
+    report.save(out / "report_owner", include_owner_only=True)
+    headline = {}
+    if result.primary_metric:
+        headline[f"{result.primary_metric} (owner-only)"] = result.value(result.primary_metric)
+    del d
+    return headline

@@ -1,0 +1,125 @@
+"""Recipes: every recipe parses and runs end to end on a tiny model; runs resume without charging a
+finished stage twice; bad recipes are refused clearly."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hf_dpsynth.errors import DPConfigError
+from hf_dpsynth.pipeline import load_recipe, run_recipe
+from hf_dpsynth.privacy import PrivacyLedger
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+TINY = {
+    "sms_spam_text": dict(data={"max_records": 60}, training={"max_steps": 2}, generation={"num_records": 4}),
+    "sms_spam_private_prediction": dict(
+        data={"max_records": 120}, generation={"expected_batch_size": 16, "max_private_tokens": 3, "max_new_tokens": 3,
+                                               "num_records": None}),
+    "adult_tabular": dict(data={"max_records": 60}, training={"max_steps": 2, "max_length": 48},
+                          generation={"num_records": 4, "max_new_tokens": 8}, evaluation={"max_test_records": 50}),
+    "digits_images": dict(data={"max_records": 60}, training={"max_steps": 2}, generation={"num_records": 4, "max_new_tokens": 8}),
+    "user_level_text": dict(data={"max_records": 80, "synthetic_user_ids": 20}, training={"max_steps": 2},
+                            generation={"num_records": 4}),
+}
+
+
+def test_every_recipe_is_covered():
+    assert {p.stem for p in RECIPES} == set(TINY)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_runs_on_a_tiny_model(path, tmp_path, request):
+    recipe = load_recipe(path)
+    overrides = {**TINY[path.stem], "model": {"name": "tiny"}}
+    if recipe.data.schema == "adult":
+        overrides["data"] = {**overrides["data"], "source": str(request.getfixturevalue("shared_data") / "uci-adult")}
+    summary = run_recipe(recipe.with_overrides(**overrides), output_dir=tmp_path / "run", progress=False, log=lambda _: None)
+    ledger = PrivacyLedger.load(tmp_path / "run" / "privacy_ledger.json")
+    assert summary.epsilon_spent == pytest.approx(ledger.epsilon_spent())
+    assert 0 < summary.epsilon_spent <= recipe.privacy.epsilon + 1e-9
+    assert set(summary.stages) == set(recipe.privacy.shares)
+    assert summary.num_generated >= 1
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["num_generated"] == summary.num_generated
+
+
+def _sms(tmp_path):
+    recipe = load_recipe(RECIPES[[p.stem for p in RECIPES].index("sms_spam_text")])
+    return recipe.with_overrides(model={"name": "tiny"}, **TINY["sms_spam_text"]), tmp_path / "run"
+
+
+def test_a_crashed_run_resumes_without_charging_a_finished_stage_twice(tmp_path, monkeypatch):
+    from hf_dpsynth.generation import adapter_sampler
+
+    recipe, out = _sms(tmp_path)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash during generation")
+
+    monkeypatch.setattr(adapter_sampler.AdapterSampler, "generate", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    charged = PrivacyLedger.load(out / "privacy_ledger.json")
+    assert [c.stage for c in charged.charges] == ["label_histogram", "training"]
+    monkeypatch.undo()
+    summary = run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    after = PrivacyLedger.load(out / "privacy_ledger.json")
+    assert [c.stage for c in after.charges] == ["label_histogram", "training"]  # nothing charged twice
+    assert summary.epsilon_spent == pytest.approx(charged.epsilon_spent())
+    assert {"label_histogram", "training"} <= set(summary.reused)
+    again = run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    assert "generation" in again.reused and len(PrivacyLedger.load(out / "privacy_ledger.json").charges) == 2
+
+
+def test_a_lost_output_is_never_rerun_for_free(tmp_path):
+    from hf_dpsynth.errors import PrivacyBudgetExceededError
+
+    recipe, out = _sms(tmp_path)
+    run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    before = PrivacyLedger.load(out / "privacy_ledger.json")
+    (out / "label_histogram.json").unlink()
+    # Re-running the lost stage needs a new charge; its share is spent, so the ledger refuses it.
+    with pytest.raises(PrivacyBudgetExceededError, match="label_histogram"):
+        run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    after = PrivacyLedger.load(out / "privacy_ledger.json")
+    assert [c.stage for c in after.charges] == [c.stage for c in before.charges]
+    assert not (out / "label_histogram.json").exists()
+
+
+def test_an_output_folder_holding_another_run_is_refused(tmp_path):
+    recipe, out = _sms(tmp_path)
+    run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    other = recipe.with_overrides(privacy={"epsilon": 2.0})
+    with pytest.raises(DPConfigError, match="holds a different run"):
+        run_recipe(other, output_dir=out, progress=False, log=lambda _: None)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x.txt").write_text("not a run")
+    with pytest.raises(DPConfigError, match="not empty"):
+        run_recipe(recipe, output_dir=tmp_path / "busy", progress=False, log=lambda _: None)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"trainin": {}}, r"unknown top-level key\(s\) \['trainin'\]; valid keys: \['name', 'data'"),
+        ({"training": {"stepz": 3}}, r"unknown key\(s\) \['stepz'\]; valid keys: \['logical_batch_size'"),
+        ({"privacy": {"shares": {"label_histogram": 0.5, "training": 0.7}}}, "sum to at most 1"),
+        ({"hub": {"repo_id": "not a valid id!!"}}, "not a valid Hub repo id"),
+        ({"data": {"modality": "tabular"}}, "needs data.schema"),
+        ({"privacy": {"unit": "user"}}, "needs data.user_id_column"),
+    ],
+)
+def test_bad_recipes_are_refused(change, match):
+    raw = {"name": "x", "data": {"source": "sms_spam"}, "privacy": {"shares": {"label_histogram": 0.05, "training": 0.95}}}
+    for key, value in change.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) and key in raw else value
+    with pytest.raises(DPConfigError, match=match):
+        load_recipe(raw)
+
+
+def test_a_missing_data_path_is_refused(tmp_path):
+    recipe = load_recipe({"name": "x", "data": {"source": str(tmp_path / "nope.csv")}, "privacy": {"shares": {"training": 1.0}},
+                          "model": {"name": "tiny"}})
+    with pytest.raises(DPConfigError, match="does not exist"):
+        run_recipe(recipe, output_dir=tmp_path / "run", progress=False, log=lambda _: None)
