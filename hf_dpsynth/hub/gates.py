@@ -8,7 +8,7 @@ silently. The gates:
   run of ``min_words`` consecutive words that occurs in at most ``max_private_occurrences`` private
   records. Short or common messages ("Sorry, I'll call later" occurs dozens of times in real SMS
   data) are not evidence of copying and pass. The matches are reported to the owner only;
-* **ledger / card**: no privacy ledger or no card, nothing is published;
+* **ledger / card**: no privacy ledger, or no card with a valid DP block: nothing is published;
 * **non-private**: DP was off somewhere (ε = ∞ or σ = 0) — refused unless ``allow_non_private``;
 * **folder contents**: checkpoints, optimizer/scheduler/RNG state, ``training_args.bin`` (it pickles
   the trainer's arguments, secret seeds included), ``dp_state.json``, saved canaries, or any file
@@ -163,7 +163,15 @@ def check_release(
     if not card_text or not card_text.strip():
         report.failures.append("no card: a synthetic dataset is published only with its DP card.")
     else:
-        report.passed.append("card present")
+        from hf_dpsynth.errors import CardError
+        from hf_dpsynth.hub.cards import validate_card
+
+        try:
+            validate_card(card_text)
+        except CardError as exc:
+            report.failures.append(f"the card does not validate: {exc}")
+        else:
+            report.passed.append("card present, with a valid DP block")
     canary_set = {_normalise(c) for c in canaries}
     if canary_set:
         hits = [i for i, t in enumerate(synthetic_texts) if _normalise(t) in canary_set

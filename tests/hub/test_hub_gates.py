@@ -10,8 +10,11 @@ from hf_dpsynth.hub.gates import check_folder, check_release, find_verbatim
 from hf_dpsynth.privacy import gaussian_event
 from hf_dpsynth.resources import load_sms_spam
 
+from _cards import card as _card
+
+CARD = _card()
+
 PRIVATE = load_sms_spam("train")["text"][:]
-CARD = "---\ntags: [synthetic, differential-privacy]\n---\n# card"
 
 
 def _ledger(private=True):
@@ -96,3 +99,9 @@ def test_a_seed_inside_any_json_file_is_refused(tmp_path):
     (tmp_path / "notes.json").write_text(json.dumps({"dp_seed": 1234}))
     with pytest.raises(PublishRefusedError, match="seed or RNG state"):
         check_folder(tmp_path)
+
+
+def test_a_card_without_a_valid_dp_block_is_refused():
+    plain = "---\nlicense: other\ntags:\n- synthetic\n---\n# A card without the DP block\n"
+    with pytest.raises(PublishRefusedError, match="the card does not validate"):
+        check_release(["x"], ledger_report=_ledger(), card_text=plain, private_texts=PRIVATE)

@@ -15,9 +15,12 @@ from hf_dpsynth.hub.publish import push_adapter, push_synthetic_dataset
 from hf_dpsynth.privacy import gaussian_event
 from hf_dpsynth.resources import load_sms_spam
 
+from _cards import card as _card
+
+CARD = _card()
+
 CODEC = TextCodec(conditions={"label": ["ham", "spam"]})
 PRIVATE = [CODEC.encode(r) for r in load_sms_spam("train").select(range(300))]
-CARD = "---\nlicense: other\ntags:\n- synthetic\n- differential-privacy\n---\n# Synthetic SMS (DP)\n"
 
 
 def _ledger(private=True):

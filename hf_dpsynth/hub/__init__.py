@@ -1,0 +1,30 @@
+"""Sharing a release: DP cards, safety gates, and publishing to the Hub.
+
+Nothing leaves the machine before every gate passed: no canary, no long and rare verbatim training
+record, a ledger and a valid DP card, DP on (or explicitly allowed off), and no checkpoint, RNG
+state or secret seed in the folder.
+"""
+
+from __future__ import annotations
+
+from hf_dpsynth._lazy import lazy_exports
+
+_LAZY = {
+    "dp_block": "hf_dpsynth.hub.cards",
+    "dp_block_schema": "hf_dpsynth.hub.cards",
+    "read_dp_block": "hf_dpsynth.hub.cards",
+    "render_adapter_card": "hf_dpsynth.hub.cards",
+    "render_dataset_card": "hf_dpsynth.hub.cards",
+    "validate_card": "hf_dpsynth.hub.cards",
+    "GateReport": "hf_dpsynth.hub.gates",
+    "check_folder": "hf_dpsynth.hub.gates",
+    "check_release": "hf_dpsynth.hub.gates",
+    "find_verbatim": "hf_dpsynth.hub.gates",
+    "PushResult": "hf_dpsynth.hub.publish",
+    "push_adapter": "hf_dpsynth.hub.publish",
+    "push_synthetic_dataset": "hf_dpsynth.hub.publish",
+    "check_repo_id": "hf_dpsynth.hub.repo",
+}
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_exports("hf_dpsynth.hub", _LAZY)
