@@ -12,6 +12,7 @@ synthetic/              the synthetic dataset (data.parquet + generation_info.js
 report/                 the shareable report (Markdown, JSON, plots)
 report_owner/           the owner-only report (metrics on private data; do not publish)
 summary.json            ε per stage, records, invalid rate, headline utility
+README.md               the DP dataset card (adapter/README.md: the DP adapter card)
 ```
 
 Resuming: a stage whose output was saved is reused; a training stage resumes from its last
@@ -291,8 +292,11 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
         invalid_rate=1 - info["num_valid"] / info["num_generated"] if info["num_generated"] else None,
         reused=summary_reused,
     )
+    metrics: list = []
     if recipe.evaluation.enabled:
-        summary.headline.update(_evaluate(recipe, codec, synthetic, ledger, out, log))
+        headline, metrics = _evaluate(recipe, codec, synthetic, ledger, out, log)
+        summary.headline.update(headline)
+    _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log)
     atomic_write_json(out / "summary.json", {**summary.__dict__})
     log("\n" + summary.table())
     return summary
@@ -335,7 +339,35 @@ def _train(recipe, out, state, model, tok, prepared, ledger, reused, log):
     return trainer.model
 
 
-def _evaluate(recipe, codec, synthetic, ledger, out, log) -> dict[str, Any]:
+def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log) -> None:
+    """The DP dataset card (``README.md``) and, for adapter recipes, the adapter card."""
+    from hf_dpsynth.generation import generation_info
+    from hf_dpsynth.hub.cards import render_adapter_card, render_dataset_card
+    from hf_dpsynth.models import DEFAULT_MODEL_NAME
+
+    base = None if recipe.model.name in ("default", DEFAULT_MODEL_NAME) else recipe.model.name
+    if base == "tiny":
+        log("    (cards skipped: a random tiny model has no Hub id to name as base_model)")
+        return
+    card = render_dataset_card(
+        ledger_report=ledger, num_records=len(synthetic), codec_info=codec.to_dict(),
+        generator_info=generation_info(synthetic), metrics=metrics, pretty_name=f"{recipe.name} (synthetic, DP)",
+        preparation=prepared.report,
+    )
+    _write(out / "README.md", str(card))
+    if (out / "adapter").is_dir():
+        adapter_card = render_adapter_card(ledger_report=ledger, base_model=base, metrics=metrics)
+        _write(out / "adapter" / "README.md", str(adapter_card))
+    log(f"    cards: {out / 'README.md'}" + (f", {out / 'adapter' / 'README.md'}" if (out / "adapter").is_dir() else ""))
+
+
+def _write(path: Path, text: str) -> None:
+    from hf_dpsynth._io import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
+def _evaluate(recipe, codec, synthetic, ledger, out, log) -> tuple[dict[str, Any], list]:
     from hf_dpsynth.evaluation import Report, evaluate
 
     log("[5] evaluation against held-out real data (owner-only: not DP)")
@@ -343,12 +375,12 @@ def _evaluate(recipe, codec, synthetic, ledger, out, log) -> dict[str, Any]:
     test = _load_data(recipe.with_overrides(data={"split": recipe.evaluation.test_split, "max_records": recipe.evaluation.max_test_records}))
     if len(synthetic) == 0:
         log("    no valid synthetic record: nothing to evaluate")
-        return {"evaluation": "no valid synthetic record"}
+        return {"evaluation": "no valid synthetic record"}, []
     try:
         result = evaluate(synthetic, test, codec=codec, embeddings=False, setting=f"ε = {ledger.epsilon_spent():.3g}")
     except Exception as exc:  # e.g. a single class among few synthetic records
         log(f"    evaluation skipped: {exc}")
-        return {"evaluation": f"skipped ({type(exc).__name__})"}
+        return {"evaluation": f"skipped ({type(exc).__name__})"}, []
     report = Report(f"{recipe.name}: synthetic data report", privacy=ledger.report().to_dict())
     report.extend(result.metrics)
     report.save(out / "report")
@@ -357,4 +389,4 @@ def _evaluate(recipe, codec, synthetic, ledger, out, log) -> dict[str, Any]:
     if result.primary_metric:
         headline[f"{result.primary_metric} (owner-only)"] = result.value(result.primary_metric)
     del d
-    return headline
+    return headline, result.metrics

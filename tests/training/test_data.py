@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from datasets import Dataset
 
 from hf_dpsynth import DPSynthConfig
