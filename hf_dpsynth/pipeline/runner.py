@@ -35,7 +35,7 @@ from hf_dpsynth._io import atomic_write_json
 from hf_dpsynth.errors import DPConfigError
 from hf_dpsynth.pipeline.recipe import Recipe
 
-__all__ = ["RunSummary", "load_synthetic", "run_recipe"]
+__all__ = ["RunSummary", "load_run_recipe", "load_synthetic", "private_texts", "run_recipe"]
 
 STATE_FILE = "run_state.json"
 LEDGER_FILE = "privacy_ledger.json"
@@ -86,7 +86,7 @@ class _State:
             if out.exists() and any(out.iterdir()):
                 raise DPConfigError(f"{out} is not empty and holds no run state: choose an empty or new output folder.")
             out.mkdir(parents=True, exist_ok=True)
-            self.data = {"name": recipe.name, "fingerprint": fingerprint, "stages": {}}
+            self.data = {"name": recipe.name, "fingerprint": fingerprint, "recipe": recipe.to_dict(), "stages": {}}
             self.save()
 
     def done(self, stage: str) -> bool:
@@ -130,6 +130,33 @@ def _load_data(recipe: Recipe) -> Any:
         # Test fixture only: the packaged data has no user column, so users are assigned round-robin.
         data = data.add_column("user", [f"user{i % d.synthetic_user_ids}" for i in range(len(data))])
     return data
+
+
+def load_run_recipe(folder: str | os.PathLike[str]) -> Recipe:
+    """The recipe a run folder was produced with (from its run_state.json)."""
+    from hf_dpsynth.pipeline.recipe import load_recipe
+
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        raise DPConfigError(f"{folder} holds no run (no {STATE_FILE}); give the output folder of `hf-dpsynth run`.")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if "recipe" not in data:
+        raise DPConfigError(f"{path} predates recipe recording; rerun the recipe into a new folder.")
+    return load_recipe(data["recipe"])
+
+
+def private_texts(recipe: Recipe) -> list[str]:
+    """The run's private records encoded as the codec writes them (for the verbatim gate; owner-side)."""
+    data = _load_data(recipe)
+    codec = _codec(recipe)
+    fields = codec.fields
+    texts = []
+    for row in data:
+        try:
+            texts.append(codec.encode({f: row[f] for f in fields}))
+        except Exception:  # a record preparation would have refused: it was never trained on
+            continue
+    return texts
 
 
 def _codec(recipe: Recipe) -> Any:

@@ -1,0 +1,50 @@
+"""``hf-dpsynth push RUN_DIR``: publish a run's synthetic dataset (and adapter) behind the safety gates."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "push"
+HELP = "Publish a run's synthetic dataset (and its DP adapter) to the Hub, after every safety gate passed."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="The output folder of `hf-dpsynth run`.")
+    parser.add_argument("--repo-id", required=True, help="The dataset repo (namespace/name).")
+    parser.add_argument("--adapter-repo-id", default=None, help="Also push the DP adapter to this model repo.")
+    parser.add_argument("--public", action="store_true", help="Create public repos (default: private).")
+    parser.add_argument("--allow-non-private", action="store_true",
+                        help="Publish a release whose ledger says DP was off (the card says so).")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hf_dpsynth.errors import PublishRefusedError
+    from hf_dpsynth.hub.publish import push_adapter, push_synthetic_dataset
+    from hf_dpsynth.pipeline.runner import LEDGER_FILE, _codec, load_run_recipe, private_texts
+    from hf_dpsynth.privacy import PrivacyLedger
+
+    out = Path(args.run_dir)
+    recipe = load_run_recipe(out)
+    ledger = PrivacyLedger.load(out / LEDGER_FILE).report().to_dict()
+    card = (out / "README.md").read_text(encoding="utf-8") if (out / "README.md").is_file() else None
+    try:
+        result = push_synthetic_dataset(
+            out / "synthetic", args.repo_id, card=card, ledger_report=ledger, private_texts=private_texts(recipe),
+            codec=_codec(recipe), private=not args.public, allow_non_private=args.allow_non_private,
+        )
+        print(f"pushed the synthetic dataset to {result.repo_id} ({'private' if result.private else 'public'}); "
+              f"gates passed: {', '.join(result.gates_passed)}")
+        if args.adapter_repo_id:
+            adapter_card = out / "adapter" / "README.md"
+            pushed = push_adapter(
+                out / "adapter", args.adapter_repo_id, ledger_report=ledger, private=not args.public,
+                card=adapter_card.read_text(encoding="utf-8") if adapter_card.is_file() else None,
+                allow_non_private=args.allow_non_private,
+            )
+            print(f"pushed the DP adapter to {pushed.repo_id}")
+    except PublishRefusedError as exc:
+        print(f"refused: {exc}")
+        return 1
+    return 0
