@@ -37,16 +37,21 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 
 def test_demo_smoke_run_on_tiny_model(tmp_path, capsys):
+    from hf_dpsynth.privacy import PrivacyLedger
+
     out = tmp_path / "demo"
-    assert main(["demo", "--model", "tiny", "--records", "40", "--steps", "2", "--samples", "2",
+    assert main(["demo", "--model", "tiny", "--records", "40", "--steps", "2", "--samples", "4",
                  "--output-dir", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "DP training privacy report" in printed and "Not available in this version" in printed
-    report = json.loads((out / "privacy_report.json").read_text())
-    assert report["private"] and 0 < report["epsilon"] <= 4.0 and report["num_units"] == 40
+    assert "Not run by this demo" in printed and "label_histogram" in printed
+    ledger = PrivacyLedger.load(out / "privacy_ledger.json")
+    assert [c.stage for c in ledger.charges] == ["label_histogram", "training"]
+    assert ledger.num_units == 40 and 0 < ledger.epsilon_spent() <= 4.0
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
-    assert (out / "privacy_ledger.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_generated"] == 4
+    assert (out / "public_only" / "data.parquet").is_file()  # the ε = 0 baseline was generated
     # A second demo run in the same folder is a new release of the public demo data.
-    assert main(["demo", "--model", "tiny", "--records", "40", "--steps", "1", "--samples", "0",
+    assert main(["demo", "--model", "tiny", "--records", "40", "--steps", "1", "--samples", "2",
                  "--output-dir", str(out)]) == 0
     assert "Removing the previous demo outputs" in capsys.readouterr().out

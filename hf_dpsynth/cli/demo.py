@@ -1,148 +1,93 @@
-"""``hf-dpsynth demo``: the pipeline, CPU-sized, on the embedded default model and the SMS data.
+"""``hf-dpsynth demo``: the whole pipeline, CPU-sized, on the embedded default model and the SMS data.
 
-It scrubs PII from a subset of the SMS Spam Collection (carried by the package), releases its
-label distribution with a DP histogram, DP-fine-tunes a LoRA adapter on it — both charged to one
-privacy ledger — and samples a few messages with labels drawn from the DP histogram. Stages that later releases deliver are listed as not
-available yet; the demo never pretends to have run them. The demo makes no utility claim.
+It runs the SMS recipe at demo size through the same runner as ``hf-dpsynth run``: PII scrubbing,
+a DP label histogram and DP LoRA fine-tuning on one ledger, label-conditioned sampling, evaluation
+against held-out real messages and a public-only baseline (the base model prompted without any
+private data), and the DP dataset and adapter cards. The demo makes no utility claim.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import shutil
 import time
+from pathlib import Path
 
 NAME = "demo"
 HELP = "Run a CPU-sized SMS spam demo on the embedded default model (no arguments needed)."
 
-# Stages that this version does not deliver yet, in pipeline order.
-NOT_YET = ("dataset card and Hub publishing",)
-# Delivered by the library but too long for a CPU demo.
+# Delivered by the library but not run by the CPU demo.
 NOT_IN_DEMO = (
-    "the privacy audit (hf_dpsynth.audit: canaries, one-run ε lower bound)",
-    "evaluation against the real data and a public-only baseline (hf_dpsynth.evaluation)",
+    "the privacy audit (hf_dpsynth.audit: canaries, one-run ε lower bound) — a second training run",
+    "publishing (hf-dpsynth push, behind the safety gates) — needs a Hub account",
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default="hf_dpsynth_demo", help="Where the demo writes its outputs.")
-    parser.add_argument("--epsilon", type=float, default=4.0, help="Total ε of the run: 5% for the DP label histogram, 95% for DP fine-tuning (default 4).")
+    parser.add_argument("--epsilon", type=float, default=4.0,
+                        help="Total ε of the run: 5%% for the DP label histogram, 95%% for DP fine-tuning (default 4).")
     parser.add_argument("--records", type=int, default=512, help="SMS messages to fine-tune on (default 512).")
     parser.add_argument("--steps", type=int, default=8, help="DP-SGD steps (default 8).")
-    parser.add_argument("--samples", type=int, default=4, help="Messages to sample after training.")
+    parser.add_argument("--samples", type=int, default=64, help="Synthetic messages to generate (default 64).")
     parser.add_argument("--model", choices=["default", "tiny"], default="default",
                         help="'tiny': a random tiny model, for a seconds-long smoke run (tests).")
 
 
-def _prompt(tokenizer, label: str) -> str:
-    """The public conditioning prompt for one label (the label's name is public; its count is not used)."""
-    kind = "spam" if label == "spam" else "personal (not spam)"
-    messages = [{"role": "system", "content": "You write SMS text messages."},
-                {"role": "user", "content": f"Write one short {kind} SMS text message."}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def _step(number: int, text: str) -> None:
-    print(f"\n[{number}] {text}", flush=True)
-
-
-def _sample(model, tokenizer, samples: int, labels_dp) -> None:
-    import torch
-
-    _step(4, f"Sampling {samples} messages from the DP adapter (post-processing: no privacy cost)")
-    # How many of each label: split by the DP label distribution, never the real counts.
-    labels = [label for label, n in labels_dp.allocate(samples).items() for _ in range(n)]
-    tokenizer.padding_side = "left"
-    prompts = tokenizer([_prompt(tokenizer, label) for label in labels], return_tensors="pt", padding=True,
-                        add_special_tokens=False)
-    model.eval()
-    with torch.no_grad():
-        generated = model.generate(**prompts, max_new_tokens=40, do_sample=True, top_p=0.9, temperature=1.0,
-                                   pad_token_id=tokenizer.pad_token_id)
-    for label, row in zip(labels, generated):
-        text = tokenizer.decode(row[prompts["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-        print(f"    {label:>4}: {text!r}")
+def demo_recipe(args: argparse.Namespace) -> dict:
+    """The demo as a recipe (the same format as recipes/*.yaml)."""
+    return {
+        "name": "demo",
+        "data": {"source": "sms_spam", "split": "train", "modality": "text", "text_column": "text",
+                 "label_column": "label", "labels": ["ham", "spam"], "max_records": args.records},
+        "privacy": {"epsilon": args.epsilon, "unit": "example", "shares": {"label_histogram": 0.05, "training": 0.95}},
+        "model": {"name": args.model},
+        "lora": {"r": 8, "alpha": 16, "top_layers": 4},  # top layers only: a short backward pass
+        "training": {"logical_batch_size": min(64, args.records), "per_device_train_batch_size": 16,
+                     "max_steps": args.steps, "learning_rate": 2e-3, "max_length": 64},
+        "generation": {"method": "adapter_sampler", "num_records": args.samples, "max_new_tokens": 48},
+        "evaluation": {"enabled": True, "test_split": "test", "max_test_records": 500, "public_only_baseline": True},
+        "output": {"dir": args.output_dir},
+    }
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-    from peft import LoraConfig
-
-    from hf_dpsynth.data import TextCodec, dp_label_histogram, prepare_dataset
-    from hf_dpsynth.models import DEFAULT_MODEL_NAME, load_model_and_tokenizer, tiny_causal_lm
-    from hf_dpsynth.privacy import PrivacyLedger
-    from hf_dpsynth.resources import SMS_SPAM_CITATION, load_sms_spam
-    from hf_dpsynth.training import DPSynthConfig, DPSynthTrainer
+    from hf_dpsynth.models import DEFAULT_MODEL_NAME
+    from hf_dpsynth.pipeline import load_recipe, run_recipe
+    from hf_dpsynth.pipeline.runner import STATE_FILE, load_synthetic
+    from hf_dpsynth.resources import SMS_SPAM_CITATION
 
     start = time.perf_counter()
-    out = os.path.abspath(args.output_dir)
-    if os.path.isfile(os.path.join(out, "privacy_ledger.json")):
+    out = Path(args.output_dir).resolve()
+    state = out / STATE_FILE
+    if state.is_file() and json.loads(state.read_text(encoding="utf-8")).get("name") == "demo":
         # The demo's data is a published corpus and each demo run is a release of its own: start
-        # afresh rather than refuse. (With private data, the trainer refuses to forget a ledger.)
+        # afresh rather than resume. (For private data, `hf-dpsynth run` never forgets a spend.)
         print(f"Removing the previous demo outputs in {out}: each demo run is a new release.")
-        for name in ("privacy_ledger.json", "privacy_report.json"):
-            if os.path.isfile(os.path.join(out, name)):
-                os.remove(os.path.join(out, name))
-        shutil.rmtree(os.path.join(out, "adapter"), ignore_errors=True)
-    _step(1, f"Loading {DEFAULT_MODEL_NAME if args.model == 'default' else 'a random tiny model (smoke run)'}")
-    model, tokenizer = load_model_and_tokenizer() if args.model == "default" else tiny_causal_lm()
-    print(f"    {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
+        shutil.rmtree(out)
+    model = DEFAULT_MODEL_NAME if args.model == "default" else "a random tiny model (smoke run)"
+    print(f"hf_dpsynth demo: {args.records} messages of the SMS Spam Collection, {model}, ε = {args.epsilon:g}")
+    print(f"Source: {SMS_SPAM_CITATION}")
+    summary = run_recipe(load_recipe(demo_recipe(args)), output_dir=out)
 
-    _step(2, f"Private data: {args.records} messages of the SMS Spam Collection (train split)")
-    print(f"    Source: {SMS_SPAM_CITATION}")
-    data = load_sms_spam("train").shuffle(seed=0).select(range(args.records))
-    prepared = prepare_dataset(data, TextCodec(conditions={"label": ["ham", "spam"]}))
-    replaced = prepared.report.pii_replacements
-    print(f"    PII scrubbed (defence in depth, owner-only counts): {replaced or 'none found'}")
-    # Back to label + scrubbed text: the prompt below is the demo's own chat prompt.
-    data = data.from_dict({
-        "label": [p.removeprefix("label: ").strip() for p in prepared.dataset["prompt"][:]],
-        "text": prepared.dataset["completion"][:],
-    })
-    ledger = PrivacyLedger(epsilon=args.epsilon, delta=1.0 / (len(data) * math.log(len(data))), privacy_unit="example")
-    ledger.plan({"label_histogram": 0.05, "training": 0.95})
-    labels_dp = dp_label_histogram(data, label_column="label", labels=["ham", "spam"], ledger=ledger)
-    shares = ", ".join(f"{c} {p:.0%}" for c, p in zip(labels_dp.categories, labels_dp.probabilities))
-    print(f"    DP label distribution (ε = {ledger.epsilon_spent('label_histogram'):.3f}): {shares}")
-    # The label conditions a chat prompt; the loss covers only the message (the completion).
-    data = data.map(lambda r: {"prompt": _prompt(tokenizer, r["label"]), "completion": r["text"]},
-                    remove_columns=data.column_names)
-
-    _step(3, f"DP fine-tuning a LoRA adapter (example-level, the rest of ε = {args.epsilon:g})")
-    num_layers = model.config.num_hidden_layers
-    top = min(4, num_layers)
-    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                      layers_to_transform=list(range(num_layers - top, num_layers)))  # top layers: short backward
-    config = DPSynthConfig(
-        output_dir=out, per_example_max_grad_norm=1.0,
-        logical_batch_size=min(64, args.records), per_device_train_batch_size=16, max_steps=args.steps,
-        learning_rate=2e-3, max_length=64, use_cpu=not torch.cuda.is_available(),
-        report_to="none", save_strategy="no", logging_steps=2,
-    )
-    trainer = DPSynthTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer, peft_config=lora,
-                             ledger=ledger)
-    trainer.train()
-    report = trainer.privacy_report()
-    print(report)
-    trainer.model.save_pretrained(os.path.join(out, "adapter"))
-    with open(os.path.join(out, "privacy_report.json"), "w", encoding="utf-8") as fh:
-        json.dump(report.to_dict(), fh, indent=2, default=str)
-
-    if args.samples > 0:
-        _sample(trainer.model, tokenizer, args.samples, labels_dp)
-
-    print("\nNot available in this version (later releases deliver them):")
-    for stage in NOT_YET:
-        print(f"    - {stage}")
-    print("Not run by this demo (see the README):")
+    synthetic = load_synthetic(out / "synthetic")
+    if len(synthetic):
+        print("\nA few synthetic messages (post-processing of the DP adapter):")
+        for row in synthetic.select(range(min(6, len(synthetic)))):
+            print(f"    {row['label']:>4}: {row['text'][:100]!r}")
+    print("\nNot run by this demo:")
     for stage in NOT_IN_DEMO:
         print(f"    - {stage}")
-    print(f"\nDone in {time.perf_counter() - start:.0f} s. Outputs in {out}:")
-    print("    adapter/                 the DP LoRA adapter (an ordinary PEFT adapter)")
-    print("    privacy_ledger.json      every privacy charge of this run (label histogram + training)")
-    print("    privacy_report.json      ε, δ, σ, q, steps, N of the training stage")
+    print(f"\nDone in {time.perf_counter() - start:.0f} s (ε spent {summary.epsilon_spent:.3g}). Outputs in {out}:")
+    for name, what in (
+        ("synthetic/", "the synthetic dataset (data.parquet)"),
+        ("README.md", "its DP dataset card"),
+        ("adapter/", "the DP LoRA adapter, with its card"),
+        ("report/report.md", "the evaluation report (report_owner/: owner-only metrics on private data)"),
+        ("privacy_ledger.json", "every privacy charge of the run"),
+    ):
+        if (out / name.rstrip("/")).exists():
+            print(f"    {name:<21} {what}")
+    print("The demo makes no utility claim: eight DP steps on 512 messages teach a 135M model little.")
     return 0

@@ -105,6 +105,7 @@ class EvaluationSection:
     enabled: bool = False
     test_split: str = "test"
     max_test_records: int | None = 500
+    public_only_baseline: bool = False  # also generate with the base model and no private data (ε = 0)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ label_histogram.json    the DP label distribution (reused on rerun; lost → cha
 adapter/                the DP LoRA adapter (adapter_sampler recipes)
 checkpoint-*/           training checkpoints (PRIVATE: secret seeds; never uploaded)
 synthetic/              the synthetic dataset (data.parquet + generation_info.json)
+public_only/            the public-only baseline (base model, no private data; evaluation option)
 report/                 the shareable report (Markdown, JSON, plots)
 report_owner/           the owner-only report (metrics on private data; do not publish)
 summary.json            ε per stage, records, invalid rate, headline utility
@@ -38,6 +39,7 @@ from hf_dpsynth.pipeline.recipe import Recipe
 __all__ = ["RunSummary", "load_run_recipe", "load_synthetic", "private_texts", "run_recipe"]
 
 STATE_FILE = "run_state.json"
+PUBLIC_ONLY_SETTING = "public-only (ε = 0)"
 LEDGER_FILE = "privacy_ledger.json"
 
 
@@ -321,7 +323,11 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
     )
     metrics: list = []
     if recipe.evaluation.enabled:
-        headline, metrics = _evaluate(recipe, codec, synthetic, ledger, out, log)
+        references = {}
+        if recipe.evaluation.public_only_baseline:
+            references[PUBLIC_ONLY_SETTING] = _public_only(recipe, out, state, codec, labels, len(synthetic) or g.num_records,
+                                                           progress, log)
+        headline, metrics = _evaluate(recipe, codec, synthetic, ledger, out, log, references)
         summary.headline.update(headline)
     _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log)
     atomic_write_json(out / "summary.json", {**summary.__dict__})
@@ -394,7 +400,29 @@ def _write(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
-def _evaluate(recipe, codec, synthetic, ledger, out, log) -> tuple[dict[str, Any], list]:
+def _public_only(recipe, out, state, codec, labels, num_records, progress, log) -> Any:
+    """The public-only baseline: the base model prompted with the codec's prefixes and no private data.
+
+    Privacy: the only data-dependent input is the label distribution, which is the DP release
+    already charged; the base model never sees a private record.
+    """
+    from hf_dpsynth.generation import AdapterSampler
+
+    path = out / "public_only"
+    if path.is_dir() and state.done("public_only"):
+        return load_synthetic(path)
+    log("[5] public-only baseline: the base model, no private data (ε = 0)")
+    model, tok = _model(recipe)
+    g = recipe.generation
+    sampler = AdapterSampler(model, tok, codec=codec, conditioning=labels, batch_size=g.batch_size,
+                             max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p)
+    public = sampler.generate(num_records, seed=1, progress=progress)
+    _save_dataset(public, path)
+    state.mark("public_only", "done")
+    return public
+
+
+def _evaluate(recipe, codec, synthetic, ledger, out, log, references=None) -> tuple[dict[str, Any], list]:
     from hf_dpsynth.evaluation import Report, evaluate
 
     log("[5] evaluation against held-out real data (owner-only: not DP)")
@@ -404,7 +432,9 @@ def _evaluate(recipe, codec, synthetic, ledger, out, log) -> tuple[dict[str, Any
         log("    no valid synthetic record: nothing to evaluate")
         return {"evaluation": "no valid synthetic record"}, []
     try:
-        result = evaluate(synthetic, test, codec=codec, embeddings=False, setting=f"ε = {ledger.epsilon_spent():.3g}")
+        usable = {k: v for k, v in (references or {}).items() if len(v) > 0}
+        result = evaluate(synthetic, test, codec=codec, embeddings=False, setting=f"ε = {ledger.epsilon_spent():.3g}",
+                          references=usable or None)
     except Exception as exc:  # e.g. a single class among few synthetic records
         log(f"    evaluation skipped: {exc}")
         return {"evaluation": f"skipped ({type(exc).__name__})"}, []
@@ -412,8 +442,16 @@ def _evaluate(recipe, codec, synthetic, ledger, out, log) -> tuple[dict[str, Any
     report.extend(result.metrics)
     report.save(out / "report")
     report.save(out / "report_owner", include_owner_only=True)
-    headline = {}
+    headline: dict[str, Any] = {}
     if result.primary_metric:
         headline[f"{result.primary_metric} (owner-only)"] = result.value(result.primary_metric)
+        for setting in usable:
+            try:
+                headline[f"{result.primary_metric}, {setting} (owner-only)"] = result.value(result.primary_metric, setting)
+            except KeyError:
+                pass
+    if result.beats_public_only is not None:
+        headline["DP beat the public-only baseline"] = result.beats_public_only
+    headline["report"] = str(out / "report" / "report.md")
     del d
     return headline, result.metrics
