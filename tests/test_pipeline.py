@@ -123,3 +123,30 @@ def test_a_missing_data_path_is_refused(tmp_path):
                           "model": {"name": "tiny"}})
     with pytest.raises(DPConfigError, match="does not exist"):
         run_recipe(recipe, output_dir=tmp_path / "run", progress=False, log=lambda _: None)
+
+
+def test_a_run_that_crashed_during_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    from hf_dpsynth.training import trainer as trainer_module
+
+    recipe, out = _sms(tmp_path)
+    recipe = recipe.with_overrides(training={"max_steps": 3, "save_steps": 1})
+    original = trainer_module.DPSynthTrainer.training_step
+
+    def crash_at_step_2(self, *args, **kwargs):
+        if self.state.global_step == 2:
+            raise RuntimeError("simulated crash during training")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.DPSynthTrainer, "training_step", crash_at_step_2)
+    with pytest.raises(RuntimeError, match="during training"):
+        run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    charged = PrivacyLedger.load(out / "privacy_ledger.json")
+    assert [c.stage for c in charged.charges] == ["label_histogram", "training"]  # all T steps charged up front
+    assert (out / "checkpoint-2").is_dir()
+    monkeypatch.undo()
+    lines = []
+    summary = run_recipe(recipe, output_dir=out, progress=False, log=lines.append)
+    assert any("resuming from checkpoint-2" in line for line in lines)
+    after = PrivacyLedger.load(out / "privacy_ledger.json")
+    assert [c.stage for c in after.charges] == ["label_histogram", "training"]  # a continuation, not a re-run
+    assert summary.epsilon_spent == pytest.approx(charged.epsilon_spent())

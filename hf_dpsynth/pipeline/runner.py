@@ -356,7 +356,7 @@ def _train(recipe, out, state, model, tok, prepared, ledger, reused, log):
         max_steps=t.max_steps, learning_rate=t.learning_rate, max_length=t.max_length,
         use_cpu=not torch.cuda.is_available(), report_to="none", logging_steps=max(1, t.max_steps // 4),
         save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500,
-        disable_tqdm=False, **prepared.training_kwargs(),
+        disable_tqdm=False, resume_from_checkpoint=checkpoint, **prepared.training_kwargs(),
     )
     state.mark("training", "charging")
     trainer = DPSynthTrainer(model=model, args=args, train_dataset=prepared, processing_class=tok,

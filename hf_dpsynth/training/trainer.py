@@ -389,16 +389,40 @@ class DPSynthTrainer(Trainer):
             epsilon=epsilon, delta=delta, privacy_unit=args.privacy_unit, num_units=n, accountant=args.accountant
         )
 
+    def _charged_sigma_of_resumed_run(self, args: DPSynthConfig) -> float | None:
+        """σ of the run in ``args.resume_from_checkpoint`` when this ledger already holds its charge.
+
+        The checkpoint's settings and data are still checked against this run when training
+        resumes (:meth:`_restore_run`); here only σ is taken, instead of calibrating again on a
+        ledger whose stage budget that very run already spent.
+        """
+        checkpoint = args.resume_from_checkpoint
+        if not checkpoint:
+            return None
+        path = os.path.join(str(checkpoint), DP_STATE_FILE)
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as fh:
+            state = json.load(fh)
+        charged = any(
+            c.stage == self._stage and (c.metadata or {}).get("run_id") == state.get("run_id") for c in self.ledger.charges
+        )
+        return float(state["plan"]["noise_multiplier"]) if charged else None
+
     def _make_plan(self, args: DPSynthConfig, n: int, num_examples: int) -> DPTrainingPlan:
         q = args.logical_batch_size / n
         steps_per_epoch = _steps_per_epoch(args, n)
         num_steps = _num_steps(args, n)
-        if args.noise_multiplier is not None:
+        charged_sigma = self._charged_sigma_of_resumed_run(args)
+        if charged_sigma is not None:
+            # Resuming a run this ledger already charged: its σ is fixed, and its spend is recorded.
+            sigma = charged_sigma
+        elif args.noise_multiplier is not None:
             sigma = float(args.noise_multiplier)
         else:
             sigma = self.ledger.calibrate(self._stage, sampling_probability=q, num_steps=num_steps)
         event = dpsgd_event(noise_multiplier=sigma, sampling_probability=q, num_steps=num_steps)
-        if sigma > 0 and self.ledger.would_exceed(self._stage, event):
+        if charged_sigma is None and sigma > 0 and self.ledger.would_exceed(self._stage, event):
             raise InvalidPrivacyParameterError(
                 f"noise_multiplier={sigma:g} for {num_steps} steps at q = {q:.4g} would exceed the ledger's "
                 f"budget for stage '{self._stage}' (remaining ε = {self.ledger.remaining(self._stage):.4g}). Raise σ, take "
