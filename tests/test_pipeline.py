@@ -150,3 +150,22 @@ def test_a_run_that_crashed_during_training_resumes_from_its_checkpoint(tmp_path
     after = PrivacyLedger.load(out / "privacy_ledger.json")
     assert [c.stage for c in after.charges] == ["label_histogram", "training"]  # a continuation, not a re-run
     assert summary.epsilon_spent == pytest.approx(charged.epsilon_spent())
+
+
+def test_train_generate_evaluate_commands_share_one_run(tmp_path):
+    from hf_dpsynth.cli.main import main
+
+    out = tmp_path / "run"
+    recipe = str(RECIPES[[p.stem for p in RECIPES].index("sms_spam_text")])
+    common = ["--model", "tiny", "--max-records", "60", "--max-steps", "2", "--num-records", "4", "--output-dir", str(out)]
+    assert main(["train", recipe, *common]) == 0
+    assert (out / "adapter" / "adapter_config.json").is_file() and not (out / "synthetic").exists()
+    charges = [c.stage for c in PrivacyLedger.load(out / "privacy_ledger.json").charges]
+    assert main(["generate", recipe, *common]) == 0
+    assert (out / "synthetic" / "data.parquet").is_file()
+    assert main(["evaluate", str(out), "--max-test-records", "50"]) == 0
+    assert main(["card", str(out)]) == 0
+    assert [c.stage for c in PrivacyLedger.load(out / "privacy_ledger.json").charges] == charges == ["label_histogram", "training"]
+    with pytest.raises(DPConfigError, match="no training stage"):
+        main(["train", str(RECIPES[[p.stem for p in RECIPES].index("sms_spam_private_prediction")]), "--model", "tiny",
+              "--output-dir", str(tmp_path / "pp")])

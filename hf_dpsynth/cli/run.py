@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 NAME = "run"
-HELP = "Run a recipe end to end (data → DP statistics → training/generation → evaluation); resumable."
+HELP = "Run a recipe end to end (data → DP statistics → training/generation → evaluation → cards); resumable."
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The recipe path and its command-line overrides (shared by run, train and generate)."""
     parser.add_argument("recipe", help="A recipe YAML file (see recipes/).")
     parser.add_argument("--output-dir", default=None, help="Where to write (default: the recipe's output.dir).")
     parser.add_argument("--model", default=None, help="Override model.name (default | tiny | a Hub id or path).")
@@ -18,18 +20,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-records", type=int, default=None, help="Override generation.num_records.")
 
 
-def run(args: argparse.Namespace) -> int:
-    from hf_dpsynth.pipeline import load_recipe, run_recipe
+def recipe_from_args(args: argparse.Namespace, **sections: dict[str, Any]) -> Any:
+    """The recipe with the command line's overrides (and ``sections``) applied."""
+    from hf_dpsynth.pipeline import load_recipe
 
     recipe = load_recipe(args.recipe)
-    overrides: dict[str, dict] = {}
+    overrides: dict[str, dict] = {name: dict(values) for name, values in sections.items()}
     for section, key, value in (
         ("model", "name", args.model), ("data", "source", args.data_source), ("data", "max_records", args.max_records),
         ("training", "max_steps", args.max_steps), ("generation", "num_records", args.num_records),
     ):
         if value is not None:
             overrides.setdefault(section, {})[key] = value
-    if overrides:
-        recipe = recipe.with_overrides(**overrides)
-    run_recipe(recipe, output_dir=args.output_dir)
+    return recipe.with_overrides(**overrides) if overrides else recipe
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_recipe_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hf_dpsynth.pipeline import run_recipe
+
+    run_recipe(recipe_from_args(args), output_dir=args.output_dir)
     return 0

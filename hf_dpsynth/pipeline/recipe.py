@@ -148,11 +148,12 @@ class Recipe:
         return json.loads(json.dumps(data, default=list))
 
     def fingerprint(self) -> str:
-        """A hash of everything that defines the run (not where it writes): an output folder holding
-        another fingerprint holds a different run."""
+        """A hash of everything that defines the release (not where it writes, where it is published
+        or how it is evaluated): an output folder holding another fingerprint holds a different run."""
         data = self.to_dict()
         data["output"] = {}
         data["hub"] = {}
+        data["evaluation"] = {}  # evaluating a release does not change it
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> Recipe:

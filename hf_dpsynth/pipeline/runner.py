@@ -224,8 +224,18 @@ def load_synthetic(folder: str | os.PathLike[str]) -> Any:
 
 
 def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = None, progress: bool = True,
-               log: Callable[[str], None] = print) -> RunSummary:
-    """Run ``recipe`` (resuming whatever an earlier run in the same folder finished)."""
+               log: Callable[[str], None] = print, stop_after: str | None = None,
+               include_owner_only_in_cards: bool = False) -> RunSummary | None:
+    """Run ``recipe`` (resuming whatever an earlier run in the same folder finished).
+
+    ``stop_after="training"`` stops once the adapter is saved (``hf-dpsynth train``); the
+    returned summary is then None. Cards carry owner-only values only with
+    ``include_owner_only_in_cards`` (and then say so).
+    """
+    if stop_after not in (None, "training"):
+        raise DPConfigError(f"stop_after must be None or 'training'; got {stop_after!r}.")
+    if stop_after == "training" and recipe.generation.method != "adapter_sampler":
+        raise DPConfigError("this recipe has no training stage (its generator is private prediction).")
     import torch
 
     from hf_dpsynth.data import dp_histograms, prepare_dataset
@@ -285,6 +295,9 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
         from hf_dpsynth.generation import AdapterSampler
 
         model = _train(recipe, out, state, model, tok, prepared, ledger, summary_reused, log)
+        if stop_after == "training":
+            log(f"adapter: {out / 'adapter'} (ε spent so far {ledger.epsilon_spent():.4g})")
+            return None
         log("[4] sampling the DP adapter (post-processing)")
         sampler = AdapterSampler(model, tok, codec=codec, conditioning=labels, batch_size=g.batch_size,
                                  max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p)
@@ -329,7 +342,7 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
                                                            progress, log)
         headline, metrics = _evaluate(recipe, codec, synthetic, ledger, out, log, references)
         summary.headline.update(headline)
-    _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log)
+    _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, include_owner_only_in_cards)
     atomic_write_json(out / "summary.json", {**summary.__dict__})
     log("\n" + summary.table())
     return summary
@@ -372,7 +385,7 @@ def _train(recipe, out, state, model, tok, prepared, ledger, reused, log):
     return trainer.model
 
 
-def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log) -> None:
+def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, include_owner_only=False) -> None:
     """The DP dataset card (``README.md``) and, for adapter recipes, the adapter card."""
     from hf_dpsynth.generation import generation_info
     from hf_dpsynth.hub.cards import render_adapter_card, render_dataset_card
@@ -385,11 +398,12 @@ def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log) -> Non
     card = render_dataset_card(
         ledger_report=ledger, num_records=len(synthetic), codec_info=codec.to_dict(),
         generator_info=generation_info(synthetic), metrics=metrics, pretty_name=f"{recipe.name} (synthetic, DP)",
-        preparation=prepared.report,
+        preparation=prepared.report, include_owner_only=include_owner_only,
     )
     _write(out / "README.md", str(card))
     if (out / "adapter").is_dir():
-        adapter_card = render_adapter_card(ledger_report=ledger, base_model=base, metrics=metrics)
+        adapter_card = render_adapter_card(ledger_report=ledger, base_model=base, metrics=metrics,
+                                           include_owner_only=include_owner_only)
         _write(out / "adapter" / "README.md", str(adapter_card))
     log(f"    cards: {out / 'README.md'}" + (f", {out / 'adapter' / 'README.md'}" if (out / "adapter").is_dir() else ""))
 

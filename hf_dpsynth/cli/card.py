@@ -1,0 +1,24 @@
+"""``hf-dpsynth card RUN_DIR``: (re)render a run's DP dataset and adapter cards from its ledger."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "card"
+HELP = "Render a run's DP dataset card (README.md) and adapter card from its ledger."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="The output folder of `hf-dpsynth run`.")
+    parser.add_argument("--include-owner-only", action="store_true",
+                        help="Put owner-only values (metrics on private data) in the cards, labelled as not covered "
+                             "by the DP guarantee. Such cards are for the data owner, not for publishing.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hf_dpsynth.pipeline import run_recipe
+    from hf_dpsynth.pipeline.runner import load_run_recipe
+
+    recipe = load_run_recipe(args.run_dir)
+    run_recipe(recipe, output_dir=args.run_dir, include_owner_only_in_cards=args.include_owner_only)
+    return 0
