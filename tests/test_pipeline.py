@@ -169,3 +169,19 @@ def test_train_generate_evaluate_commands_share_one_run(tmp_path):
     with pytest.raises(DPConfigError, match="no training stage"):
         main(["train", str(RECIPES[[p.stem for p in RECIPES].index("sms_spam_private_prediction")]), "--model", "tiny",
               "--output-dir", str(tmp_path / "pp")])
+
+
+def test_audit_command_audits_the_recipe_training_as_its_own_run(tmp_path):
+    import json as _json
+
+    from hf_dpsynth.cli.main import main
+
+    recipe = str(RECIPES[[p.stem for p in RECIPES].index("sms_spam_text")])
+    code = main(["audit", recipe, "--model", "tiny", "--max-records", "40", "--max-steps", "2", "--num-canaries", "200",
+                 "--output-dir", str(tmp_path / "run")])
+    assert code == 0  # correct DP: not refuted
+    saved = _json.loads((tmp_path / "run-audit" / "audit.json").read_text())
+    assert saved["claimed_epsilon"] == pytest.approx(4.0 * 0.95)
+    assert saved["num_canaries"] == 200 and saved["epsilon_lower_bound"] <= saved["claimed_epsilon"]
+    assert saved["positive_control"] is not None and "did not refute" in saved["verdict"]
+    assert not (tmp_path / "run").exists()  # the audit never writes into the release's folder

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from hf_dpsynth import __version__
-from hf_dpsynth.cli import card, demo, evaluate, generate, info, push, run, train
+from hf_dpsynth.cli import audit, card, demo, evaluate, generate, info, push, run, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hf-dpsynth {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (info, run, train, generate, evaluate, card, push, demo):
+    for module in (info, run, train, generate, evaluate, audit, card, push, demo):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         sub.set_defaults(func=module.run)

@@ -109,6 +109,18 @@ class EvaluationSection:
 
 
 @dataclass(frozen=True)
+class AuditSection:
+    """The audit's pre-registered design (its own training run at the release's hyper-parameters)."""
+
+    num_canaries: int = 1000
+    guesses: Literal["two_sided", "in_only"] = "two_sided"
+    significance: float = 0.05
+    controls: bool = True
+    suffix_words: int = 4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class OutputSection:
     dir: str = "hf_dpsynth_run"
 
@@ -121,7 +133,7 @@ class HubSection:
 
 _SECTIONS = {
     "data": DataSection, "privacy": PrivacySection, "model": ModelSection, "lora": LoraSection,
-    "training": TrainingSection, "generation": GenerationSection, "evaluation": EvaluationSection,
+    "training": TrainingSection, "generation": GenerationSection, "evaluation": EvaluationSection, "audit": AuditSection,
     "output": OutputSection, "hub": HubSection,
 }
 
@@ -138,6 +150,7 @@ class Recipe:
     training: TrainingSection
     generation: GenerationSection
     evaluation: EvaluationSection
+    audit: AuditSection
     output: OutputSection
     hub: HubSection
     source: str | None = None
@@ -153,7 +166,8 @@ class Recipe:
         data = self.to_dict()
         data["output"] = {}
         data["hub"] = {}
-        data["evaluation"] = {}  # evaluating a release does not change it
+        data["evaluation"] = {}  # evaluating or auditing a release does not change it
+        data["audit"] = {}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> Recipe:
