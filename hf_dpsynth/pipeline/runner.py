@@ -395,17 +395,21 @@ def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, includ
     if base == "tiny":
         log("    (cards skipped: a random tiny model has no Hub id to name as base_model)")
         return
-    card = render_dataset_card(
-        ledger_report=ledger, num_records=len(synthetic), codec_info=codec.to_dict(),
-        generator_info=generation_info(synthetic), metrics=metrics, pretty_name=f"{recipe.name} (synthetic, DP)",
-        preparation=prepared.report, include_owner_only=include_owner_only,
-    )
-    _write(out / "README.md", str(card))
+    if len(synthetic) == 0:
+        log("    no valid synthetic record: no dataset card (there is nothing to publish)")
+    else:
+        _write(out / "README.md", str(render_dataset_card(
+            ledger_report=ledger, num_records=len(synthetic), codec_info=codec.to_dict(),
+            generator_info=generation_info(synthetic), metrics=metrics, pretty_name=f"{recipe.name} (synthetic, DP)",
+            preparation=prepared.report, include_owner_only=include_owner_only,
+        )))
     if (out / "adapter").is_dir():
         adapter_card = render_adapter_card(ledger_report=ledger, base_model=base, metrics=metrics,
                                            include_owner_only=include_owner_only)
         _write(out / "adapter" / "README.md", str(adapter_card))
-    log(f"    cards: {out / 'README.md'}" + (f", {out / 'adapter' / 'README.md'}" if (out / "adapter").is_dir() else ""))
+    written = [p for p in (out / "README.md", out / "adapter" / "README.md") if p.is_file()]
+    if written:
+        log("    cards: " + ", ".join(map(str, written)))
 
 
 def _write(path: Path, text: str) -> None:
