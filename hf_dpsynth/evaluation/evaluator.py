@@ -30,7 +30,7 @@ from typing import Any
 
 from hf_dpsynth.errors import SchemaError
 from hf_dpsynth.evaluation.metric import Metric
-from hf_dpsynth.evaluation.text import (
+from hf_dpsynth.evaluation._common import (
     REAL_DATA_SETTING,
     UTILITY_SECTION,
     check_not_empty,

@@ -27,7 +27,7 @@ import numpy as np
 from hf_dpsynth.errors import DatasetError
 from hf_dpsynth.evaluation.embeddings import frechet_distance
 from hf_dpsynth.evaluation.metric import Metric
-from hf_dpsynth.evaluation.text import (
+from hf_dpsynth.evaluation._common import (
     REAL_DATA_SETTING,
     ClassificationResult,
     check_classes,

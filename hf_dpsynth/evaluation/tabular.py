@@ -39,7 +39,7 @@ from hf_dpsynth.data.tabular import (
 )
 from hf_dpsynth.errors import SchemaError
 from hf_dpsynth.evaluation.metric import Metric
-from hf_dpsynth.evaluation.text import (
+from hf_dpsynth.evaluation._common import (
     REAL_DATA_SETTING,
     ClassificationResult,
     check_not_empty,
