@@ -161,7 +161,9 @@ def histogram_sensitivity(
     return math.sqrt(sum(min(cap, b) for b in bins))
 
 
-def _bin_indices(values: Sequence[Any], categories: tuple[str, ...], column: str, nullable: bool) -> np.ndarray:
+def bin_indices(values: Sequence[Any], categories: tuple[str, ...], column: str, nullable: bool) -> np.ndarray:
+    """Each value's position in the declared ``categories`` (missing values → ``"missing"`` when
+    ``nullable``); an undeclared value is a SchemaError. Shared with the evaluation's binning."""
     index = {c: i for i, c in enumerate(categories)}
     out = np.empty(len(values), dtype=np.int64)
     for row, value in enumerate(values):
@@ -261,7 +263,7 @@ def dp_histograms(
     check_user_level(unit, user_id_column, 1 if contribution == "vote" and max_examples_per_user is None else max_examples_per_user)
     needed = list(cats) + ([user_id_column] if unit == "user" else [])
     dataset = load_records(source, columns=needed)
-    bins = [_bin_indices(column_values(dataset, name), cats[name], name, name in nullable) for name in cats]
+    bins = [bin_indices(column_values(dataset, name), cats[name], name, name in nullable) for name in cats]
     user_ids = column_values(dataset, user_id_column) if unit == "user" else None
     num_units = len(group_rows_by_user(user_ids, column=user_id_column)) if user_ids is not None else len(dataset)
     sizes = [len(c) for c in cats.values()]

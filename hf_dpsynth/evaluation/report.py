@@ -307,7 +307,7 @@ class Report:
         return result
 
     def _markdown(self, *, include_owner_only: bool, base: Path | None) -> str:
-        blocks = [f"# {_escape(self.title)}", *_privacy_blocks(self.privacy, self._not_covered)]
+        blocks = [f"# {escape_markdown(self.title)}", *_privacy_blocks(self.privacy, self._not_covered)]
         metrics, plots = self._selected(shareable=True)
         blocks += _section_blocks(metrics, level="##")
         links = [self._plot_block(p, base, level="###") for p in plots if p.name in self._plot_files]
@@ -329,9 +329,9 @@ class Report:
     def _plot_block(self, plot: _Plot, base: Path | None, *, level: str) -> str:
         link = self._link(plot, base)
         target = f"<{link}>" if re.search(r"[\s()<>]", link) else link
-        lines = [f"{level} Plot: {_escape(plot.name)}", "", f"![{_escape(plot.name)}]({target})"]
+        lines = [f"{level} Plot: {escape_markdown(plot.name)}", "", f"![{escape_markdown(plot.name)}]({target})"]
         if plot.caption:
-            lines += ["", _escape(plot.caption)]
+            lines += ["", escape_markdown(plot.caption)]
         return "\n".join(lines)
 
 
@@ -340,7 +340,7 @@ class Report:
 # --------------------------------------------------------------------------------------------
 
 
-def _format_value(value: Any) -> str:
+def format_value(value: Any) -> str:
     """A number with 3 significant digits (ints and integral floats in full, with separators), ∞ for inf."""
     if value is None:
         return "n/a"
@@ -376,14 +376,14 @@ def _ledger_number(value: Any) -> Any:
     return value
 
 
-def _escape(text: str) -> str:
+def escape_markdown(text: str) -> str:
     """Text safe inside a Markdown table cell or heading: one line, pipes escaped."""
     return " ".join(str(text).replace("\\", "\\\\").replace("|", "\\|").split())
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(_escape(cell) for cell in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(escape_markdown(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -393,8 +393,8 @@ def _section_blocks(metrics: Sequence[Metric], *, level: str) -> list[str]:
         sections.setdefault(metric.section, []).append(metric)
     blocks = []
     for section, members in sections.items():
-        blocks.append(f"{level} {_escape(section[:1].upper() + section[1:])}")
-        rows = [(m.name, m.setting, _format_value(m.value), m.note) for m in members]
+        blocks.append(f"{level} {escape_markdown(section[:1].upper() + section[1:])}")
+        rows = [(m.name, m.setting, format_value(m.value), m.note) for m in members]
         blocks.append(_table(("metric", "setting", "value", "note"), rows))
     return blocks
 
@@ -411,16 +411,16 @@ def _privacy_blocks(privacy: Mapping[str, Any] | None, not_covered: Sequence[str
         adjacency_words = "add/remove one" if adjacency == "add_or_remove_one" else adjacency
         accountant = privacy.get("accountant")
         num_units = privacy.get("num_units")
-        epsilon_line = f"- **ε** = {_format_value(spent)}"
+        epsilon_line = f"- **ε** = {format_value(spent)}"
         if budget is not None:
-            epsilon_line += f" (budget {_format_value(budget)})"
+            epsilon_line += f" (budget {format_value(budget)})"
         lines = [
             epsilon_line,
-            f"- **δ** = {_format_value(privacy['delta'])}",
-            (f"- **Privacy unit**: one {_escape(unit)} ({adjacency_words} adjacency: neighbouring datasets "
-             f"differ by all records of one {_escape(unit)})"),
-            f"- **N** (privacy units) = {_format_value(num_units)}",
-            f"- **Accountant**: {_escape(accountant.upper()) if accountant else 'none fixed yet'}",
+            f"- **δ** = {format_value(privacy['delta'])}",
+            (f"- **Privacy unit**: one {escape_markdown(unit)} ({adjacency_words} adjacency: neighbouring datasets "
+             f"differ by all records of one {escape_markdown(unit)})"),
+            f"- **N** (privacy units) = {format_value(num_units)}",
+            f"- **Accountant**: {escape_markdown(accountant.upper()) if accountant else 'none fixed yet'}",
         ]
         if privacy.get("private") is False or spent == math.inf:
             lines.append(
@@ -434,17 +434,17 @@ def _privacy_blocks(privacy: Mapping[str, Any] | None, not_covered: Sequence[str
                 (
                     str(stage.get("name", "")),
                     str(stage.get("kind", "")),
-                    _format_value(stage.get("share")) if stage.get("share") is not None else "-",
-                    _format_value(_ledger_number(stage["epsilon_budget"]))
+                    format_value(stage.get("share")) if stage.get("share") is not None else "-",
+                    format_value(_ledger_number(stage["epsilon_budget"]))
                     if stage.get("epsilon_budget") is not None else "-",
-                    _format_value(_ledger_number(stage.get("epsilon_spent"))),
+                    format_value(_ledger_number(stage.get("epsilon_spent"))),
                 )
                 for stage in stages
             ]
             blocks.append(_table(("stage", "mechanism", "share", "ε budget", "ε spent"), rows))
     blocks.append("### Not covered by the guarantee")
     if not_covered:
-        blocks.append("\n".join(f"- {_escape(item)}" for item in not_covered))
+        blocks.append("\n".join(f"- {escape_markdown(item)}" for item in not_covered))
     else:
         blocks.append("Nothing listed.")
     return blocks
@@ -623,10 +623,10 @@ def _render(plot: _Plot, figure_cls: Any, canvas_cls: Any) -> bytes:
         styles = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)))
         for i, (label, value) in enumerate(data["references"].items()):
             ax.axhline(value, linestyle=styles[i % len(styles)], color=f"C{i + 1}", linewidth=1.5,
-                       label=f"{label} ({_format_value(value)})")
+                       label=f"{label} ({format_value(value)})")
         if xs[0] > 0 and xs[-1] / xs[0] >= 10:
             ax.set_xscale("log")
-            ax.set_xticks(xs, [_format_value(x) for x in xs])
+            ax.set_xticks(xs, [format_value(x) for x in xs])
             ax.minorticks_off()
         ax.set_xlabel("privacy budget ε")
         ax.set_ylabel(data["metric"])

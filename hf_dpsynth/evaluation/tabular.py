@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from hf_dpsynth.data.loading import is_missing
-from hf_dpsynth.data.statistics import _bin_indices
+from hf_dpsynth.data.statistics import bin_indices
 from hf_dpsynth.data.tabular import (
     NULL_TOKEN,
     CategoricalColumn,
@@ -79,7 +79,7 @@ class _Encoded:
 def _categorical_codes(values: Sequence[Any], column: CategoricalColumn, what: str) -> np.ndarray:
     """Declared-category indices, missing values in a last bin: the DP histograms' own rule."""
     try:
-        return _bin_indices(values, column.categories + (NULL_TOKEN,), column.name, True)
+        return bin_indices(values, column.categories + (NULL_TOKEN,), column.name, True)
     except SchemaError as exc:  # name the table; real and synthetic data follow one schema
         raise SchemaError(f"the {what}: {exc}") from exc
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hf_dpsynth.errors import CardError, MissingDependencyError
-from hf_dpsynth.evaluation.report import DEFAULT_NOT_COVERED, _escape, _format_value
+from hf_dpsynth.evaluation.report import DEFAULT_NOT_COVERED, escape_markdown, format_value
 from hf_dpsynth.models import DEFAULT_MODEL_GGUF, DEFAULT_MODEL_NAME
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -724,13 +724,13 @@ def _common_context(
         "stages": [_stage_row(stage) for stage in block["stages"]],
         "audit": _audit_context(block.get("audit")),
         "utility": shared_metrics,
-        "not_covered": [_escape(item) for item in block["not_covered"]],
+        "not_covered": [escape_markdown(item) for item in block["not_covered"]],
         "owner_only_heading": OWNER_ONLY_HEADING,
         "owner_metrics": owner_metrics,
-        "owner_preparation": [(_escape(key), _escape(_plain_value(value))) for key, value in owner_prep.items()],
+        "owner_preparation": [(escape_markdown(key), escape_markdown(_plain_value(value))) for key, value in owner_prep.items()],
         "preparation_rows": _preparation_rows(shared_prep),
-        "notes": [_escape(note) for note in _strings("notes", notes)],
-        "versions": ", ".join(f"`{_escape(name)} {_escape(version)}`" for name, version in
+        "notes": [escape_markdown(note) for note in _strings("notes", notes)],
+        "versions": ", ".join(f"`{escape_markdown(name)} {escape_markdown(version)}`" for name, version in
                               (("hf_dpsynth", versions["hf_dpsynth"]), ("dp-accounting", versions["dp-accounting"]),
                                ("Python", versions["python"]))),
     }
@@ -738,9 +738,9 @@ def _common_context(
 
 def _title(name: str, block: Mapping[str, Any]) -> str:
     if not block["private"]:
-        return f"{_escape(name)} — {NOT_PRIVATE_TITLE}"
-    return (f"{_escape(name)} — differentially private: ε = {_epsilon_text(block['epsilon'])}, "
-            f"δ = {_format_value(block['delta'])}, {block['privacy_unit']}-level")
+        return f"{escape_markdown(name)} — {NOT_PRIVATE_TITLE}"
+    return (f"{escape_markdown(name)} — differentially private: ε = {_epsilon_text(block['epsilon'])}, "
+            f"δ = {format_value(block['delta'])}, {block['privacy_unit']}-level")
 
 
 def _unit_words(block: Mapping[str, Any]) -> tuple[str, str]:
@@ -761,8 +761,8 @@ def _privacy_paragraphs(block: Mapping[str, Any], noun: str) -> list[str]:
         )]
     unit, desc = _unit_words(block)
     eps = _epsilon_text(block["epsilon"])
-    factor = _format_value(math.exp(_ceil_sig(block["epsilon"])))
-    delta = _format_value(block["delta"])
+    factor = format_value(math.exp(_ceil_sig(block["epsilon"])))
+    delta = format_value(block["delta"])
     accountant = str(block["accountant"]).upper()
     who = f"{unit} ({desc})" if desc else unit
     paragraphs = [
@@ -792,7 +792,7 @@ def _facts(block: Mapping[str, Any]) -> list[tuple[str, str]]:
     n = block["num_units"]
     rows = [
         ("ε (spent / budget)", f"{_epsilon_text(block['epsilon'])} / {_epsilon_text(block['epsilon_budget'])}"),
-        ("δ", _format_value(block["delta"])),
+        ("δ", format_value(block["delta"])),
         ("privacy unit", f"one {unit}: {desc}" if desc else f"one {unit} ({block['privacy_unit']}-level)"),
         ("adjacency", f"add or remove one {unit}"),
         ("N (public, disclosed)", f"{n:,} {'users' if block['privacy_unit'] == 'user' else 'records'}"),
@@ -801,7 +801,7 @@ def _facts(block: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("randomness", "OS entropy" if block["randomness"] == "os_entropy"
          else "fixed for reproducibility (a test setting; see the caveat)"),
     ]
-    return [(label, _escape(value)) for label, value in rows]
+    return [(label, escape_markdown(value)) for label, value in rows]
 
 
 def _stage_row(stage: Mapping[str, Any]) -> tuple[str, ...]:
@@ -815,11 +815,11 @@ def _stage_row(stage: Mapping[str, Any]) -> tuple[str, ...]:
         parameters = "; ".join(f"charge {i}: {t}" for i, t in enumerate(texts, 1))
     share = stage["share"]
     budget = stage["epsilon_budget"]
-    return tuple(_escape(cell) for cell in (
+    return tuple(escape_markdown(cell) for cell in (
         stage["name"],
         stage["mechanism"],
         stage["sampling"],
-        "-" if share is None else _format_value(share),
+        "-" if share is None else format_value(share),
         "-" if budget is None else _epsilon_text(budget),
         _epsilon_text(stage["epsilon_spent"]),
         parameters,
@@ -864,16 +864,16 @@ def _audit_context(audit: Mapping[str, Any] | None) -> dict[str, Any] | None:
     )
     rows = [
         ("claimed ε", _epsilon_text(audit["claimed_epsilon"])),
-        ("ε̂ (one-run lower bound)", _format_value(audit["epsilon_lower_bound"])),
+        ("ε̂ (one-run lower bound)", format_value(audit["epsilon_lower_bound"])),
         ("canaries m / guesses r / correct v", f"{audit['num_canaries']} / {audit['num_guesses']} / {audit['num_correct']}"),
-        ("ceiling of the design", _format_value(audit["ceiling_epsilon"])),
-        ("score / guesses / level", f"{audit['score']} / {audit['guesses'].replace('_', '-')} / {_format_value(audit['significance'])}"),
-        ("AUC", _format_value(audit["auc"])),
-        ("TPR at 1% FPR", _format_value(audit["tpr_at_1pct_fpr"])),
+        ("ceiling of the design", format_value(audit["ceiling_epsilon"])),
+        ("score / guesses / level", f"{audit['score']} / {audit['guesses'].replace('_', '-')} / {format_value(audit['significance'])}"),
+        ("AUC", format_value(audit["auc"])),
+        ("TPR at 1% FPR", format_value(audit["tpr_at_1pct_fpr"])),
         ("verdict", audit["verdict"]),
         ("inclusion commitment (SHA-256)", f"`{audit['inclusion_hash']}`"),
     ]
-    return {"method": audit["method"], "basis": basis, "rows": [(_escape(k), _escape(v)) for k, v in rows]}
+    return {"method": audit["method"], "basis": basis, "rows": [(escape_markdown(k), escape_markdown(v)) for k, v in rows]}
 
 
 def _training_rows(stage: Mapping[str, Any], training: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -888,7 +888,7 @@ def _training_rows(stage: Mapping[str, Any], training: Mapping[str, Any]) -> lis
         ("expected batch q·N", params.get("logical_batch_size")),
         ("ε of this stage alone", _epsilon_text(stage["epsilon_spent"])),
     ]
-    return [(label, _escape(_plain_value(value))) for label, value in rows if value is not None]
+    return [(label, escape_markdown(_plain_value(value))) for label, value in rows if value is not None]
 
 
 def _generation_rows(generation: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -905,7 +905,7 @@ def _generation_rows(generation: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("outputs", outputs))
     skip = {"generator", "num_generated", "num_valid", "num_invalid", "invalid_kinds", "num_duplicates_dropped", "codec"}
     rows += _mapping_rows(generation, skip=skip)
-    return [(_escape(k), _escape(v)) for k, v in rows]
+    return [(escape_markdown(k), escape_markdown(v)) for k, v in rows]
 
 
 def _mapping_rows(mapping: Mapping[str, Any], *, skip: Sequence[str] | set[str]) -> list[tuple[str, str]]:
@@ -919,7 +919,7 @@ def _mapping_rows(mapping: Mapping[str, Any], *, skip: Sequence[str] | set[str])
             text = "`" + json.dumps(value, ensure_ascii=False) + "`"
         else:
             text = _plain_value(value)
-        rows.append((_escape(key), _escape(text)))
+        rows.append((escape_markdown(key), escape_markdown(text)))
     return rows
 
 
@@ -936,7 +936,7 @@ def _preparation_rows(prep: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("records kept per user", f"at most {prep['max_examples_per_user']} (chosen by a fixed public hash)"))
     if prep.get("rounding"):
         rows.append(("rounding", str(prep["rounding"])))
-    return [(_escape(k), _escape(v)) for k, v in rows]
+    return [(escape_markdown(k), escape_markdown(v)) for k, v in rows]
 
 
 # --------------------------------------------------------------------------------------------
@@ -961,8 +961,8 @@ def _metric_rows(metrics: Sequence[Any], audit: Any) -> tuple[list[tuple[str, ..
     shared, owner = [], []
     for metric in [*metrics, *extra]:
         fields = _metric_fields(metric)
-        row = tuple(_escape(cell) for cell in (
-            fields["section"], fields["name"], fields["setting"], _format_value(fields["value"]), fields["note"],
+        row = tuple(escape_markdown(cell) for cell in (
+            fields["section"], fields["name"], fields["setting"], format_value(fields["value"]), fields["note"],
         ))
         (shared if fields["shareable"] else owner).append(row)
     return shared, owner
@@ -1178,7 +1178,7 @@ def _plain_value(value: Any) -> str:
     if isinstance(value, numbers.Integral):
         return str(int(value))
     if isinstance(value, numbers.Real):
-        return _format_value(value)
+        return format_value(value)
     if isinstance(value, Mapping):
         return ", ".join(f"{k} {_plain_value(v)}" for k, v in value.items()) or "none"
     if isinstance(value, (list, tuple)):

@@ -28,7 +28,7 @@ from scipy import stats
 from hf_dpsynth.data.statistics import (
     DPHistogram,
     DPHistogramRelease,
-    _bin_indices,
+    bin_indices,
     _pre_noise_vector,
     dp_category_histograms,
     dp_histograms,
@@ -381,7 +381,7 @@ def test_user_level_report_metadata_and_pld_epsilon_equals_dp_accounting():
 def _pre_noise(rows, categories, *, mode, cap, nullable):
     """The module's pre-noise vector of ``rows`` = [(user, (value per column, ...)), ...]."""
     bins = [
-        _bin_indices([values[j] for _, values in rows], cats, f"col{j}", nullable[j])
+        bin_indices([values[j] for _, values in rows], cats, f"col{j}", nullable[j])
         for j, cats in enumerate(categories)
     ]
     sizes = [len(c) for c in categories]

@@ -363,7 +363,7 @@ def test_private_prediction_parameters_come_from_the_charge_and_its_event(owner_
     with_events = render_dataset_card(ledger_report=prediction_ledger, num_records=18, codec_info=CODEC,
                                       generator_info={"generator": "private_prediction"})
     rho = prediction_ledger.charges[-1].event.rho
-    assert f"ρ = {cards._format_value(rho)}" in with_events.text
+    assert f"ρ = {cards.format_value(rho)}" in with_events.text
 
 
 def test_owner_only_values_are_absent_by_default(dataset_card, adapter_card, uncharged_audit, prediction_ledger):
@@ -386,7 +386,7 @@ def test_owner_only_values_appear_only_labelled_with_the_option(owner_only_card,
     assert "without\ndifferential privacy" in owner_part
     assert "TSTR accuracy on the private test split" in owner_part and "private test split" not in shared_part
     assert "| duplicates_removed | 412 |" in owner_part and "EMAIL 17, PHONE 203" in owner_part
-    eps_hat = cards._format_value(uncharged_audit.main.epsilon_lower_bound)
+    eps_hat = cards.format_value(uncharged_audit.main.epsilon_lower_bound)
     assert "ε̂" not in shared_part and "## Audit" not in shared_part
     assert f"| audit | ε̂ (one-run lower bound) |  | {eps_hat} |" in owner_part
     block = read_dp_block(str(owner_only_card))
