@@ -22,7 +22,12 @@ def run(args: argparse.Namespace) -> int:
 
     from hf_dpsynth.errors import PublishRefusedError
     from hf_dpsynth.hub.publish import push_adapter, push_synthetic_dataset
-    from hf_dpsynth.pipeline.runner import LEDGER_FILE, _codec, load_run_recipe, private_texts
+    from hf_dpsynth.pipeline.runner import (
+        LEDGER_FILE,
+        load_run_recipe,
+        private_texts,
+        recipe_codec,
+    )
     from hf_dpsynth.privacy import PrivacyLedger
 
     out = Path(args.run_dir)
@@ -32,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = push_synthetic_dataset(
             out / "synthetic", args.repo_id, card=card, ledger_report=ledger, private_texts=private_texts(recipe),
-            codec=_codec(recipe), private=not args.public, allow_non_private=args.allow_non_private,
+            codec=recipe_codec(recipe), private=not args.public, allow_non_private=args.allow_non_private,
         )
         print(f"pushed the synthetic dataset to {result.repo_id} ({'private' if result.private else 'public'}); "
               f"gates passed: {', '.join(result.gates_passed)}")

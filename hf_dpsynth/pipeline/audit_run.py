@@ -9,7 +9,6 @@ owner-only (the audit trains on the private data and is not charged to the relea
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -27,25 +26,23 @@ def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any
     import torch
 
     from hf_dpsynth.audit import AuditConfig, run_audit
-    from hf_dpsynth.data import prepare_dataset
     from hf_dpsynth.evaluation import Report
-    from hf_dpsynth.pipeline.runner import _codec, _load_data, _lora, _model
-    from hf_dpsynth.privacy import calibrate_noise_multiplier
+    from hf_dpsynth.pipeline.runner import (
+        load_recipe_model,
+        prepare_recipe_data,
+        recipe_lora,
+    )
+    from hf_dpsynth.privacy import calibrate_noise_multiplier, default_delta
     from hf_dpsynth.training import DPSynthConfig, DPSynthTrainer
 
     if recipe.generation.method != "adapter_sampler":
         raise DPConfigError("the audit repeats a recipe's DP training; this recipe has none (private prediction).")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    d, p, t, a = recipe.data, recipe.privacy, recipe.training, recipe.audit
-    data = _load_data(recipe)
-    codec = _codec(recipe)
-    prepared = prepare_dataset(
-        data, codec, privacy_unit=p.unit, user_id_column=d.user_id_column if p.unit == "user" else None,
-        max_examples_per_user=p.max_examples_per_user if p.unit == "user" else None, scrub_pii=d.scrub_pii,
-    )
+    p, t, a = recipe.privacy, recipe.training, recipe.audit
+    _, codec, prepared = prepare_recipe_data(recipe)
     n = prepared.num_units
-    delta = p.delta if p.delta is not None else 1.0 / (n * math.log(n))
+    delta = p.delta if p.delta is not None else default_delta(n)
     claimed = p.epsilon * float(p.shares.get("training", 1.0))
     batch = min(t.logical_batch_size, n)
     # The release's σ: calibrated for its training stage's share of ε on the real data's N and schedule.
@@ -54,7 +51,7 @@ def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any
     log(f"audit: {a.num_canaries} canaries, claimed ε = {claimed:.3g} (the training stage), σ = {sigma:.4g}")
 
     def train(dataset: Any, private: bool) -> Any:
-        model, tok = _model(recipe)
+        model, tok = load_recipe_model(recipe)
         units = len(dataset)
         args = DPSynthConfig(
             output_dir=tempfile.mkdtemp(prefix="hf_dpsynth_audit_"), per_example_max_grad_norm=t.per_example_max_grad_norm,
@@ -65,13 +62,13 @@ def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any
             **({} if p.unit == "example" else prepared.training_kwargs()),
         )
         trainer = DPSynthTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
-                                 peft_config=_lora(recipe, model))
+                                 peft_config=recipe_lora(recipe, model))
         trainer.train()
         return trainer.model
 
     config = AuditConfig(delta=delta, num_canaries=a.num_canaries, guesses=a.guesses, significance=a.significance,
                          seed=a.seed, suffix_words=a.suffix_words)
-    _, tok = _model(recipe)
+    _, tok = load_recipe_model(recipe)
     report = run_audit(train, prepared, codec=codec, claimed_epsilon=claimed, config=config, tokenizer=tok,
                        controls=a.controls)
     atomic_write_json(out / "audit.json", {

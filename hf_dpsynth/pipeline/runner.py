@@ -24,7 +24,6 @@ checkpoint are both lost runs again and is charged again — never re-run for fr
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from collections.abc import Callable
@@ -102,7 +101,7 @@ class _State:
         atomic_write_json(self.path, self.data)
 
 
-def _load_data(recipe: Recipe) -> Any:
+def load_recipe_data(recipe: Recipe) -> Any:
     d = recipe.data
     if d.source == "sms_spam":
         from hf_dpsynth.resources import load_sms_spam
@@ -149,8 +148,8 @@ def load_run_recipe(folder: str | os.PathLike[str]) -> Recipe:
 
 def private_texts(recipe: Recipe) -> list[str]:
     """The run's private records encoded as the codec writes them (for the verbatim gate; owner-side)."""
-    data = _load_data(recipe)
-    codec = _codec(recipe)
+    data = load_recipe_data(recipe)
+    codec = recipe_codec(recipe)
     fields = codec.fields
     texts = []
     for row in data:
@@ -161,7 +160,21 @@ def private_texts(recipe: Recipe) -> list[str]:
     return texts
 
 
-def _codec(recipe: Recipe) -> Any:
+def prepare_recipe_data(recipe: Recipe) -> tuple[Any, Any, Any]:
+    """The recipe's records, its codec, and the prepared (bounded, scrubbed, encoded) training data."""
+    from hf_dpsynth.data import prepare_dataset
+
+    d, p = recipe.data, recipe.privacy
+    data = load_recipe_data(recipe)
+    codec = recipe_codec(recipe)
+    prepared = prepare_dataset(
+        data, codec, privacy_unit=p.unit, user_id_column=d.user_id_column if p.unit == "user" else None,
+        max_examples_per_user=p.max_examples_per_user if p.unit == "user" else None, scrub_pii=d.scrub_pii,
+    )
+    return data, codec, prepared
+
+
+def recipe_codec(recipe: Recipe) -> Any:
     from hf_dpsynth.data import ImageCodec, TabularCodec, TabularSchema, TextCodec
     from hf_dpsynth.data.sources import adult_schema
 
@@ -177,7 +190,7 @@ def _codec(recipe: Recipe) -> Any:
     return ImageCodec(tuple(d.image_shape), int(d.image_levels), conditions=conditions)
 
 
-def _model(recipe: Recipe) -> tuple[Any, Any]:
+def load_recipe_model(recipe: Recipe) -> tuple[Any, Any]:
     from hf_dpsynth.models import load_model_and_tokenizer, tiny_causal_lm
 
     name = recipe.model.name
@@ -186,7 +199,7 @@ def _model(recipe: Recipe) -> tuple[Any, Any]:
     return load_model_and_tokenizer(None if name == "default" else name)
 
 
-def _lora(recipe: Recipe, model: Any) -> Any:
+def recipe_lora(recipe: Recipe, model: Any) -> Any:
     from peft import LoraConfig
 
     layers = model.config.num_hidden_layers
@@ -200,7 +213,7 @@ def _lora(recipe: Recipe, model: Any) -> Any:
     return LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=0.0, target_modules=target, **extra)
 
 
-def _save_dataset(dataset: Any, target: Path) -> None:
+def save_synthetic(dataset: Any, target: Path) -> None:
     """``target/data.parquet`` + ``target/generation_info.json``, swapped in atomically as a folder."""
     import pyarrow.parquet as pq
 
@@ -236,24 +249,17 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
         raise DPConfigError(f"stop_after must be None or 'training'; got {stop_after!r}.")
     if stop_after == "training" and recipe.generation.method != "adapter_sampler":
         raise DPConfigError("this recipe has no training stage (its generator is private prediction).")
-    import torch
-
-    from hf_dpsynth.data import dp_histograms, prepare_dataset
+    from hf_dpsynth.data import dp_histograms
     from hf_dpsynth.data.statistics import DPHistogramRelease
-    from hf_dpsynth.privacy import PrivacyLedger
+    from hf_dpsynth.privacy import PrivacyLedger, default_delta
 
     out = Path(output_dir or recipe.output.dir).resolve()
     state = _State(out, recipe)
     summary_reused: list[str] = []
 
     log(f"[1] data: {recipe.data.source} ({recipe.data.modality})")
-    data = _load_data(recipe)
-    codec = _codec(recipe)
+    data, codec, prepared = prepare_recipe_data(recipe)
     d, p = recipe.data, recipe.privacy
-    prepared = prepare_dataset(
-        data, codec, privacy_unit=p.unit, user_id_column=d.user_id_column if p.unit == "user" else None,
-        max_examples_per_user=p.max_examples_per_user if p.unit == "user" else None, scrub_pii=d.scrub_pii,
-    )
     n = prepared.num_units
     log(f"    {n:,} {p.unit}s (N, public)")
 
@@ -261,7 +267,7 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
     if ledger_path.is_file():
         ledger = PrivacyLedger.load(ledger_path)
     else:
-        delta = p.delta if p.delta is not None else 1.0 / (n * math.log(n))
+        delta = p.delta if p.delta is not None else default_delta(n)
         ledger = PrivacyLedger(epsilon=p.epsilon, delta=delta, privacy_unit=p.unit, num_units=n, accountant=p.accountant)
         ledger.plan(dict(p.shares))
         ledger.save(ledger_path)
@@ -285,7 +291,7 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
             labels = release[d.label_column]
         state.mark("label_histogram", "done")
 
-    model, tok = _model(recipe)
+    model, tok = load_recipe_model(recipe)
     synthetic_path = out / "synthetic"
     g = recipe.generation
     if synthetic_path.is_dir() and state.done("generation"):
@@ -302,7 +308,7 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
         sampler = AdapterSampler(model, tok, codec=codec, conditioning=labels, batch_size=g.batch_size,
                                  max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p)
         synthetic = sampler.generate(g.num_records, seed=0, progress=progress)
-        _save_dataset(synthetic, synthetic_path)
+        save_synthetic(synthetic, synthetic_path)
         state.mark("generation", "done")
     else:
         from hf_dpsynth.generation import PrivatePredictionGenerator, SparseVectorGate
@@ -320,9 +326,8 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
         state.mark("generation", "charging")
         synthetic = pp.generate(progress=progress, after_charge=persist)
         persist()
-        _save_dataset(synthetic, synthetic_path)
+        save_synthetic(synthetic, synthetic_path)
         state.mark("generation", "done")
-    del torch
 
     from hf_dpsynth.generation import generation_info
 
@@ -373,7 +378,7 @@ def _train(recipe, out, state, model, tok, prepared, ledger, reused, log):
     )
     state.mark("training", "charging")
     trainer = DPSynthTrainer(model=model, args=args, train_dataset=prepared, processing_class=tok,
-                             peft_config=_lora(recipe, model), ledger=ledger)
+                             peft_config=recipe_lora(recipe, model), ledger=ledger)
     trainer.train(resume_from_checkpoint=checkpoint)
     tmp = out / "adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -430,12 +435,12 @@ def _public_only(recipe, out, state, codec, labels, num_records, progress, log) 
     if path.is_dir() and state.done("public_only"):
         return load_synthetic(path)
     log("[5] public-only baseline: the base model, no private data (ε = 0)")
-    model, tok = _model(recipe)
+    model, tok = load_recipe_model(recipe)
     g = recipe.generation
     sampler = AdapterSampler(model, tok, codec=codec, conditioning=labels, batch_size=g.batch_size,
                              max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p)
     public = sampler.generate(num_records, seed=1, progress=progress)
-    _save_dataset(public, path)
+    save_synthetic(public, path)
     state.mark("public_only", "done")
     return public
 
@@ -444,8 +449,7 @@ def _evaluate(recipe, codec, synthetic, ledger, out, log, references=None) -> tu
     from hf_dpsynth.evaluation import Report, evaluate
 
     log("[5] evaluation against held-out real data (owner-only: not DP)")
-    d = recipe.data
-    test = _load_data(recipe.with_overrides(data={"split": recipe.evaluation.test_split, "max_records": recipe.evaluation.max_test_records}))
+    test = load_recipe_data(recipe.with_overrides(data={"split": recipe.evaluation.test_split, "max_records": recipe.evaluation.max_test_records}))
     if len(synthetic) == 0:
         log("    no valid synthetic record: nothing to evaluate")
         return {"evaluation": "no valid synthetic record"}, []
@@ -471,5 +475,4 @@ def _evaluate(recipe, codec, synthetic, ledger, out, log, references=None) -> tu
     if result.beats_public_only is not None:
         headline["DP beat the public-only baseline"] = result.beats_public_only
     headline["report"] = str(out / "report" / "report.md")
-    del d
     return headline, result.metrics

@@ -10,6 +10,7 @@ from hf_dpsynth.privacy.calibration import (
     PLD_MIN_NOISE_MULTIPLIER,
     SIGMA_REL_TOL,
     calibrate_noise_multiplier,
+    default_delta,
     compute_epsilon,
 )
 from hf_dpsynth.privacy.events import (
@@ -52,6 +53,7 @@ __all__ = [
     "accountant_for_kinds",
     "calibrate_noise_multiplier",
     "compute_epsilon",
+    "default_delta",
     "dpsgd_event",
     "event_from_dict",
     "event_kind",

@@ -34,7 +34,13 @@ __all__ = [
     "SIGMA_REL_TOL",
     "calibrate_noise_multiplier",
     "compute_epsilon",
+    "default_delta",
 ]
+
+def default_delta(num_units: int) -> float:
+    """The default δ = 1/(N·ln N) for N privacy units (ln taken at least at 3, so δ < 1/N always)."""
+    return 1.0 / (num_units * math.log(max(num_units, 3)))
+
 
 SIGMA_REL_TOL = 0.005
 """Calibrated σ are at most this much (relative) above the smallest σ that meets the target."""

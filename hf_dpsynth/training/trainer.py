@@ -45,7 +45,7 @@ from hf_dpsynth.errors import (
     PrivacyUnitMismatchError,
     UnsupportedModelError,
 )
-from hf_dpsynth.privacy import PrivacyLedger, compute_epsilon, dpsgd_event
+from hf_dpsynth.privacy import PrivacyLedger, compute_epsilon, default_delta, dpsgd_event
 from hf_dpsynth.training.config import DPSynthConfig
 from hf_dpsynth.training.data import (
     IGNORE_INDEX,
@@ -364,11 +364,11 @@ class DPSynthTrainer(Trainer):
                     f"has N = {n} after contribution bounding; create the ledger with num_units={n}."
                 )
             return ledger
-        delta = args.target_delta if args.target_delta is not None else 1.0 / (n * math.log(max(n, 3)))
+        delta = args.target_delta if args.target_delta is not None else default_delta(n)
         if not delta < 1.0 / n:
             raise InvalidPrivacyParameterError(
                 f"target_delta must be below 1/N = {1 / n:.3g} for N = {n} {args.privacy_unit}s; got {delta:g}. "
-                f"A common choice is 1/(N·ln N) = {1 / (n * math.log(max(n, 3))):.3g} (the default)."
+                f"A common choice is 1/(N·ln N) = {default_delta(n):.3g} (the default)."
             )
         if args.target_epsilon is not None:
             epsilon = args.target_epsilon

@@ -8,7 +8,7 @@ from datasets import Dataset
 from _cards import card
 from hf_dpsynth.cli.main import main
 from hf_dpsynth.pipeline import load_recipe, run_recipe
-from hf_dpsynth.pipeline.runner import _save_dataset
+from hf_dpsynth.pipeline.runner import save_synthetic
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "sms_spam_text.yaml"
 
@@ -24,7 +24,7 @@ def test_push_command_runs_the_gates_and_uploads(hub_env, tmp_path, capsys):
     assert "no card" in capsys.readouterr().out
     assert hub_env.hub.get_repo("dataset", repo) is None
     # With valid records and a DP card the gates pass; a copied training message would not.
-    _save_dataset(Dataset.from_dict({"label": ["ham", "spam"], "text": ["c u later", "WIN now txt STOP"],
+    save_synthetic(Dataset.from_dict({"label": ["ham", "spam"], "text": ["c u later", "WIN now txt STOP"],
                                      "generator": ["adapter_sampler"] * 2, "condition": ["label=ham", "label=spam"]}),
                   out / "synthetic")
     (out / "README.md").write_text(card(num_records=2), encoding="utf-8")

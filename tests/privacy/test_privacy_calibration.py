@@ -215,3 +215,10 @@ def test_smallest_sigma_reports_an_answer_out_of_range():
     with pytest.raises(_SigmaOutOfRange) as info:
         _smallest_sigma(_analytic(0.01), min_sigma=0.1)
     assert info.value.side == "below"
+
+
+def test_default_delta_is_below_one_over_n_for_every_n():
+    from hf_dpsynth.privacy import default_delta
+
+    assert default_delta(1000) == pytest.approx(1 / (1000 * math.log(1000)))
+    assert all(default_delta(n) < 1 / n for n in range(1, 50))
