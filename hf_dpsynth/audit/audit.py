@@ -279,8 +279,10 @@ def run_audit(
             if tokenizer is None:
                 raise ValueError("score='model' needs tokenizer=.")
             return model_scores(trained, tokenizer, prompts, completions)
-        texts = list(trained["completion"][:] if hasattr(trained, "column_names") and "completion" in trained.column_names
-                     else trained["text"][:] if hasattr(trained, "column_names") else trained)
+        if hasattr(trained, "column_names"):  # a Dataset of synthetic records
+            texts = trained["completion" if "completion" in trained.column_names else "text"][:]
+        else:
+            texts = list(trained)
         return ngram_scores(texts, completions)
 
     main = evaluate_guesses(score(train(with_canaries, True)), canaries.included, config, label="DP run")

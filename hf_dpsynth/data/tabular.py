@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from hf_dpsynth.data.codecs import Codec, _check_name, _field, check_categories, check_finite
+from hf_dpsynth.data.loading import is_missing
 from hf_dpsynth.errors import InvalidRecord, SchemaError
 
 __all__ = [
@@ -203,9 +204,7 @@ def _null(column: Column) -> None:
 def _is_missing(value: Any, column: Column) -> bool:
     # None, or NaN in a nullable column (pandas' and Arrow's missing value in numeric columns);
     # NaN in a non-nullable column is an error, never silently a value.
-    return value is None or (
-        column.nullable and isinstance(value, float) and math.isnan(value)
-    )
+    return value is None or (column.nullable and is_missing(value))
 
 
 def _bounded(column: IntegerColumn | FloatColumn, number: float, clip: bool) -> Any:

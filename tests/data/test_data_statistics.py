@@ -843,3 +843,22 @@ def test_release_save_load_round_trip(tmp_path):
     saved = json.loads(path.read_text(encoding="utf-8"))
     assert saved["sensitivity"] == pytest.approx(2 * math.sqrt(2)) and saved["num_units"] == 20
     assert not list(tmp_path.glob("*.tmp"))  # written atomically, no leftovers
+
+
+def test_histogram_noise_comes_from_os_entropy_and_no_seed_is_released():
+    # DP_CORRECTNESS row 27: without an explicit test seed, two releases draw different noise, and
+    # nothing about the randomness is written into the release or the ledger's charge.
+    import json as _json
+
+    from datasets import Dataset as _Dataset
+
+    from hf_dpsynth import PrivacyLedger as _Ledger
+    from hf_dpsynth.data.statistics import dp_histograms as _release
+
+    data = _Dataset.from_dict({"label": ["a", "b"] * 50})
+    ledger = _Ledger(epsilon=20.0, delta=1e-5, accountant="rdp")
+    first = _release(data, {"label": ["a", "b"]}, ledger=ledger, stage="label_histogram", noise_multiplier=2.0)
+    second = _release(data, {"label": ["a", "b"]}, ledger=ledger, stage="label_histogram", noise_multiplier=2.0)
+    assert first["label"].noisy_counts != second["label"].noisy_counts
+    exported = _json.dumps(first.to_dict()) + _json.dumps(ledger.report().to_dict())
+    assert "seed" not in exported
