@@ -374,3 +374,28 @@ def test_both_generators_on_the_default_model():
                              max_new_tokens=12, batch_size=4)
     out = sampler.generate(4, seed=0, progress=False)
     assert generation_info(out)["num_generated"] == 4 and len(out) >= 1
+
+
+def test_top_k_mask_comes_from_the_public_prompt_only(tiny, monkeypatch):
+    # DP_CORRECTNESS row 19: with top_k = 1 the mask must keep exactly the public prompt's argmax,
+    # recomputed here from the public prompt alone, whatever the private logits say.
+    model, tok = tiny
+    gen = make_pp(tiny, ledger=rdp_ledger(epsilon=50.0), public_prompt="Write one message.", top_k=1,
+                  batches_per_label={"ham": 1, "spam": 0}, max_private_tokens=4)
+    seen = []
+    original = pp_module.PrivatePredictionGenerator._sample
+
+    def spy(scores, mask, generator):
+        token = original(scores, mask, generator)
+        seen.append((mask.clone(), token))
+        return token
+
+    monkeypatch.setattr(pp_module.PrivatePredictionGenerator, "_sample", staticmethod(spy))
+    gen.generate(1, seed=0, progress=False)
+    public_prompt = gen._prompt(gen.public_prompt, "label: ham\n")
+    generated = []
+    for mask, token in seen:
+        public_logits = recompute_last_logits(model, [public_prompt], generated)[0, : len(tok)]
+        assert int(mask.sum()) == 1 and bool(mask[int(public_logits.argmax())])
+        assert token == int(public_logits.argmax())
+        generated.append(token)
