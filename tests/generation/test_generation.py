@@ -182,24 +182,30 @@ def test_spread_bound_is_reached():
     assert clip_logits(torch.tensor([[5.0, 1.0, -50.0]]), 2.0).tolist() == [[2.0, -2.0, -2.0]]
 
 
-def test_private_prediction_aggregate_equals_a_direct_recomputation(tiny, monkeypatch):
-    model, tok = tiny
-    gen = make_pp(tiny, batches_per_label={"ham": 1, "spam": 1}, max_private_tokens=5)
+def _record_samples(monkeypatch):
+    """Record (scores, mask, token) of every token private prediction samples."""
     recorded = []
     original = pp_module.PrivatePredictionGenerator._sample
 
     def spy(scores, mask, generator):
         token = original(scores, mask, generator)
-        recorded.append((scores.clone(), token))
+        recorded.append((scores.clone(), None if mask is None else mask.clone(), token))
         return token
 
     monkeypatch.setattr(pp_module.PrivatePredictionGenerator, "_sample", staticmethod(spy))
+    return recorded
+
+
+def test_private_prediction_aggregate_equals_a_direct_recomputation(tiny, monkeypatch):
+    model, tok = tiny
+    gen = make_pp(tiny, batches_per_label={"ham": 1, "spam": 1}, max_private_tokens=5)
+    recorded = _record_samples(monkeypatch)
     gen.generate(1, seed=5, progress=False)  # the first batch in the public order: ham #0
     members = gen._members[("ham", 0)]
     assert len(members) > 1
     prompts = [gen._prompt(gen.instruction.format(example=m), "label: ham\n") for m in members]
     generated = []
-    for scores, token in recorded:
+    for scores, _, token in recorded:
         z = recompute_last_logits(model, prompts, generated)[:, : len(tok)].double().numpy()
         clipped = np.maximum(-gen.clip, z - z.max(axis=1, keepdims=True) + gen.clip)
         expected = clipped.sum(axis=0) / 4 / gen.temperature  # public s = 4, never the realised size
@@ -382,19 +388,11 @@ def test_top_k_mask_comes_from_the_public_prompt_only(tiny, monkeypatch):
     model, tok = tiny
     gen = make_pp(tiny, ledger=rdp_ledger(epsilon=50.0), public_prompt="Write one message.", top_k=1,
                   batches_per_label={"ham": 1, "spam": 0}, max_private_tokens=4)
-    seen = []
-    original = pp_module.PrivatePredictionGenerator._sample
-
-    def spy(scores, mask, generator):
-        token = original(scores, mask, generator)
-        seen.append((mask.clone(), token))
-        return token
-
-    monkeypatch.setattr(pp_module.PrivatePredictionGenerator, "_sample", staticmethod(spy))
+    seen = _record_samples(monkeypatch)
     gen.generate(1, seed=0, progress=False)
     public_prompt = gen._prompt(gen.public_prompt, "label: ham\n")
     generated = []
-    for mask, token in seen:
+    for _, mask, token in seen:
         public_logits = recompute_last_logits(model, [public_prompt], generated)[0, : len(tok)]
         assert int(mask.sum()) == 1 and bool(mask[int(public_logits.argmax())])
         assert token == int(public_logits.argmax())
