@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hf_dpsynth.errors import DatasetError
+from hf_dpsynth.training.data import prompt_ids
 
 __all__ = ["NGramModel", "model_scores", "ngram_scores", "sequence_log_probs"]
 
@@ -37,10 +38,8 @@ def sequence_log_probs(
         for start in range(0, len(prompts), batch_size):
             rows = []
             for prompt, completion in zip(prompts[start : start + batch_size], completions[start : start + batch_size]):
-                p = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+                (p,) = prompt_ids(tokenizer, [prompt])  # as training saw it (an empty prompt is the start token)
                 c = tokenizer(completion, add_special_tokens=False)["input_ids"]
-                if not p:  # the first completion token needs a context
-                    p = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
                 rows.append((p, c))
             width = max(len(p) + len(c) for p, c in rows)
             ids = torch.full((len(rows), width), pad, dtype=torch.long)

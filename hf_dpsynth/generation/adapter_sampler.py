@@ -21,8 +21,8 @@ from hf_dpsynth.generation.base import (
     build_dataset,
     check_positive_int,
     condition_label,
-    prompt_ids,
 )
+from hf_dpsynth.training.data import prompt_ids
 
 if TYPE_CHECKING:  # pragma: no cover
     import dp_accounting

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import collections
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -146,10 +146,3 @@ def check_positive_int(name: str, value: Any) -> int:
 def condition_label(conditions: Mapping[str, str]) -> str:
     """The provenance string of a condition, e.g. ``"label=spam"`` (empty without conditions)."""
     return ",".join(f"{k}={v}" for k, v in conditions.items())
-
-
-def prompt_ids(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each prompt; an empty prompt starts from the BOS (or EOS) token."""
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if any(prompts) else [[] for _ in prompts]
-    return [row if row else [start] for row in ids]

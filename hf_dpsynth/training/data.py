@@ -77,6 +77,20 @@ def _require_columns(dataset: Dataset, columns: Sequence[str], how_to_fix: str) 
         )
 
 
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each prompt; an empty prompt is the start token (BOS, or EOS without one).
+
+    Training, sampling and the audit's scorer all use this, so a record without a conditioning
+    prefix is learned after the same start token it is later sampled from (and its first token
+    is learned at all: with no token before it, it would carry no loss).
+    """
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if any(prompts) else [[] for _ in prompts]
+    if start is None:
+        return ids
+    return [row if row else [start] for row in ids]
+
+
 def tokenize_dataset(
     dataset: Dataset,
     tokenizer: PreTrainedTokenizerBase,
@@ -114,9 +128,8 @@ def tokenize_dataset(
         completions = _texts(dataset, "completion")
         # One batched call per column (the fast tokenizer parallelises it); still one sequence
         # per example, never packed.
-        prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"] if any(prompts) else [[] for _ in prompts]
         completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
-        for prompt, completion in zip(prompt_ids, completion_ids):
+        for prompt, completion in zip(prompt_ids(tokenizer, prompts), completion_ids):
             if eos is not None:
                 completion = completion + [eos]
             ids = (prompt + completion)[:max_length]

@@ -33,6 +33,24 @@ def test_each_row_holds_exactly_one_example_no_packing():
         assert ex.input_ids[i][-1] == tok.eos_token_id
 
 
+def test_a_record_without_prefix_is_learned_after_the_start_token_it_is_sampled_from():
+    """Unconditioned codecs (tabular rows) have an empty prompt: training must put the same start
+    token before the record that sampling starts from, and take a loss on the record's first token."""
+    from hf_dpsynth.training.data import prompt_ids
+
+    tok = tiny_tokenizer()
+    ds = Dataset.from_dict({"prompt": ["", "label: ham\n"], "completion": ["age is 39, sex is Male", "ok"]})
+    ex = tokenize_dataset(ds, tok, max_length=64)
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    sampled_from = prompt_ids(tok, [""])[0]
+    assert sampled_from == [start]
+    body = tok("age is 39, sex is Male", add_special_tokens=False)["input_ids"]
+    assert ex.input_ids[0] == [start, *body, tok.eos_token_id]
+    assert ex.labels[0] == [IGNORE_INDEX, *body, tok.eos_token_id]  # the first body token carries a loss
+    # A non-empty prefix is used as it is (no start token added in front of it).
+    assert ex.input_ids[1][: len(prompt_ids(tok, ["label: ham\n"])[0])] == prompt_ids(tok, ["label: ham\n"])[0]
+
+
 @pytest.mark.parametrize("world_size", [1, 2, 3])
 def test_every_drawn_unit_is_processed_exactly_once_across_ranks_and_chunks(world_size):
     rng = np.random.default_rng(0)
