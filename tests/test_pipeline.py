@@ -108,6 +108,7 @@ def test_an_output_folder_holding_another_run_is_refused(tmp_path):
         ({"hub": {"repo_id": "not a valid id!!"}}, "not a valid Hub repo id"),
         ({"data": {"modality": "tabular"}}, "needs data.schema"),
         ({"privacy": {"unit": "user"}}, "needs data.user_id_column"),
+        ({"privacy": {"shares": {"training": 0.6, "audit": 0.3}}}, "costs what training costs"),
     ],
 )
 def test_bad_recipes_are_refused(change, match):
@@ -182,6 +183,57 @@ def test_audit_command_audits_the_recipe_training_as_its_own_run(tmp_path):
     assert code == 0  # correct DP: not refuted
     saved = _json.loads((tmp_path / "run-audit" / "audit.json").read_text())
     assert saved["claimed_epsilon"] == pytest.approx(4.0 * 0.95)
-    assert saved["num_canaries"] == 200 and saved["epsilon_lower_bound"] <= saved["claimed_epsilon"]
+    assert saved["main"]["num_canaries"] == 200 and saved["main"]["epsilon_lower_bound"] <= saved["claimed_epsilon"]
     assert saved["positive_control"] is not None and "did not refute" in saved["verdict"]
+    assert saved["charged"] is False  # owner-only
     assert not (tmp_path / "run").exists()  # the audit never writes into the release's folder
+
+
+def test_a_charged_audit_is_a_stage_of_the_run_and_only_its_dp_run_reaches_the_card(tmp_path):
+    import dp_accounting
+
+    from hf_dpsynth.hub.cards import read_dp_block, render_dataset_card, validate_card
+    from hf_dpsynth.pipeline.audit_run import load_audit
+    from hf_dpsynth.privacy import compute_epsilon
+
+    recipe, out = _sms(tmp_path)
+    recipe = recipe.with_overrides(privacy={"shares": {"label_histogram": 0.05, "training": 0.45, "audit": 0.5}},
+                                   audit={"num_canaries": 200})
+    run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    ledger = PrivacyLedger.load(out / "privacy_ledger.json")
+    assert [c.stage for c in ledger.charges] == ["label_histogram", "training", "audit"]
+    train, audit_charge = ledger.charges[1].metadata, ledger.charges[2].metadata
+    # The audit repeats the release's mechanism: the σ it was charged with, q no larger, the same steps.
+    assert audit_charge["noise_multiplier"] == train["noise_multiplier"]
+    assert audit_charge["num_steps"] == train["num_steps"]
+    assert audit_charge["public_units"] > 0  # the canaries: public units, not counted in N
+    assert audit_charge["sampling_probability"] <= train["sampling_probability"]
+    n = ledger.num_units
+    assert audit_charge["sampling_probability"] == pytest.approx(
+        audit_charge["logical_batch_size"] / (n + audit_charge["public_units"]))
+    # Oracle: the audit stage's ε is dp-accounting's for that event, computed directly.
+    event = dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
+        audit_charge["sampling_probability"], dp_accounting.GaussianDpEvent(audit_charge["noise_multiplier"])),
+        audit_charge["num_steps"])
+    assert ledger.epsilon_spent("audit") == pytest.approx(compute_epsilon(event, delta=ledger.delta, accountant="pld"),
+                                                          rel=1e-6)
+    assert ledger.epsilon_spent() <= recipe.privacy.epsilon + 1e-9
+
+    report = load_audit(out / "audit")
+    assert report.charged and report.shareable and report.positive_control is not None
+    card = str(render_dataset_card(ledger_report=ledger, num_records=4, codec_info={"modality": "text"},
+                                   generator_info={"generator": "adapter_sampler"}, audit=report))
+    validate_card(card)
+    block = read_dp_block(card)["audit"]
+    assert block["basis"] == "charged" and block["epsilon_lower_bound"] == report.main.epsilon_lower_bound
+    assert block["verdict"] == report.main_verdict
+    assert "control" not in card.lower()  # the controls ran on private data uncharged: never in a card
+    # A rerun reuses the audit: nothing is charged twice.
+    again = run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    assert "audit" in again.reused and len(PrivacyLedger.load(out / "privacy_ledger.json").charges) == 3
+
+
+def test_overrides_are_checked_as_a_recipe_file_is():
+    recipe = load_recipe(RECIPES[[p.stem for p in RECIPES].index("sms_spam_text")])
+    with pytest.raises(DPConfigError, match="costs what training costs"):
+        recipe.with_overrides(privacy={"shares": {"training": 0.6, "audit": 0.3}})

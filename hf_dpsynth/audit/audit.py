@@ -14,6 +14,8 @@ it ran on public/proxy data or its own ε was charged to the release ledger (sta
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -178,7 +180,9 @@ class AuditReport:
         return self.positive_control.epsilon_lower_bound <= self.claimed_epsilon
 
     @property
-    def verdict(self) -> str:
+    def main_verdict(self) -> str:
+        """The verdict from the main run and the design alone: what a card may show of a charged audit
+        (the controls are further runs on the private data, one without DP, and stay owner-only)."""
         eps_hat, claim = self.main.epsilon_lower_bound, self.claimed_epsilon
         if self.refuted:
             return (f"BUG: the audit's lower bound ε̂ = {eps_hat:.3g} exceeds the claimed ε = {claim:g}. The "
@@ -188,6 +192,14 @@ class AuditReport:
         if self.ceiling.epsilon < claim:
             parts.append(f"This design cannot certify more than ε̂ = {self.ceiling.epsilon:.3g} even if every guess "
                          f"is right, so it could not refute ε = {claim:g} at all.")
+        return " ".join(parts)
+
+    @property
+    def verdict(self) -> str:
+        """The whole verdict, the controls included (owner-only when there are controls on private data)."""
+        if self.refuted:
+            return self.main_verdict
+        parts = [self.main_verdict]
         if self.attack_too_weak:
             parts.append("The positive control (no DP) did not exceed the claim either: the attack is too weak "
                          "to catch a bug at this ε.")
@@ -214,13 +226,39 @@ class AuditReport:
             Metric("ceiling of the design", self.ceiling.epsilon, True, "audit"),
             Metric("AUC", self.main.auc, self.shareable, "audit", note=note),
             Metric("TPR at 1% FPR", self.main.tpr_at_1pct_fpr, self.shareable, "audit", note=note),
-            Metric("verdict", self.verdict, self.shareable, "audit", note=note),
+            Metric("verdict", self.main_verdict, self.shareable, "audit", note=note),
         ]
+        if self.verdict != self.main_verdict:  # what the controls add: runs on private data, uncharged
+            rows.append(Metric("verdict with the controls", self.verdict, self.public_data, "audit",
+                               note="" if self.public_data else "the controls ran on private data: owner-only"))
         for control in (self.positive_control, self.negative_control):
             if control is not None:
                 rows.append(Metric(f"ε̂, {control.label}", control.epsilon_lower_bound, False, "audit",
                                    note="a control run on private data: owner-only"))
         return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-able (NaN and ±inf as strings); :meth:`from_dict` reads it back."""
+        return _json_floats(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AuditReport:
+        d = _python_floats(data)
+
+        def result(r: Any) -> AuditResult | None:
+            if r is None:
+                return None
+            return AuditResult(**{**r, "scores_in": tuple(r["scores_in"]), "scores_out": tuple(r["scores_out"])})
+
+        c = d["config"]
+        config = AuditConfig(**{**c, "grid": tuple(c["grid"]),
+                                "prefixes": None if c["prefixes"] is None else tuple(c["prefixes"])})
+        return cls(
+            claimed_epsilon=d["claimed_epsilon"], delta=d["delta"], config=config, inclusion_hash=d["inclusion_hash"],
+            main=result(d["main"]), ceiling=AuditCeiling(**d["ceiling"]),
+            positive_control=result(d["positive_control"]), negative_control=result(d["negative_control"]),
+            charged=bool(d["charged"]), public_data=bool(d["public_data"]),
+        )
 
     def add_to(self, report: Any) -> None:
         """Add the audit's metrics and its canary-score histogram (IN vs OUT) to a ``Report``."""
@@ -232,6 +270,26 @@ class AuditReport:
             shareable=self.shareable,
             caption=f"Scores of inserted (IN) and held-out (OUT) canaries; ε̂ = {self.main.epsilon_lower_bound:.3g}.",
         )
+
+
+def _json_floats(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf", "-inf"
+    if isinstance(value, dict):
+        return {k: _json_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_floats(v) for v in value]
+    return value
+
+
+def _python_floats(value: Any) -> Any:
+    if value in ("nan", "inf", "-inf"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _python_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_python_floats(v) for v in value]
+    return value
 
 
 Trainer = Callable[[Any, bool], Any]

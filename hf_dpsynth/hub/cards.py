@@ -314,7 +314,9 @@ def _audit_block(audit: Any, stages: Sequence[Mapping[str, Any]]) -> dict[str, A
             "auc": _finite_or_none(main.auc),
             "tpr_at_1pct_fpr": _finite_or_none(main.tpr_at_1pct_fpr),
             "refuted": bool(audit.refuted),
-            "verdict": str(audit.verdict),
+            # The main run's verdict only: the controls ran on the private data too (one without DP)
+            # and were not charged, unless the whole audit ran on public data.
+            "verdict": str(audit.verdict if audit.public_data else audit.main_verdict),
             "inclusion_hash": str(audit.inclusion_hash),
         }
     except AttributeError as exc:

@@ -176,7 +176,9 @@ class Recipe:
         for name, values in sections.items():
             current = getattr(self, name)
             changes[name] = _section(name, {**dataclasses.asdict(current), **dict(values)})
-        return dataclasses.replace(self, **changes)
+        recipe = dataclasses.replace(self, **changes)
+        _validate(recipe)  # overrides (e.g. from the command line) are checked as a recipe file is
+        return recipe
 
 
 def _section(name: str, values: Any) -> Any:
@@ -202,6 +204,14 @@ def _validate(recipe: Recipe) -> None:
         raise DPConfigError("generation.method private_prediction needs a privacy.shares entry 'private_prediction'.")
     if recipe.generation.method == "adapter_sampler" and "training" not in shares:
         raise DPConfigError("generation.method adapter_sampler needs a privacy.shares entry 'training'.")
+    if "audit" in shares and recipe.generation.method != "adapter_sampler":
+        raise DPConfigError("privacy.shares has an 'audit' entry, but the audit repeats DP training and this recipe "
+                            "has none (private prediction); remove the entry.")
+    if "audit" in shares and shares["audit"] < shares["training"]:
+        raise DPConfigError(
+            f"privacy.shares.audit = {shares['audit']:g} is below shares.training = {shares['training']:g}: the charged "
+            "audit repeats the training at the release's σ, q and steps, so it costs what training costs. Give it at "
+            "least the training share (or drop it: `hf-dpsynth audit` then runs an owner-only audit).")
     if recipe.data.modality == "tabular" and recipe.data.schema is None:
         raise DPConfigError("a tabular recipe needs data.schema ('adult' or the public {columns: [...]}).")
     if recipe.data.modality == "image" and (recipe.data.image_shape is None or recipe.data.image_levels is None):

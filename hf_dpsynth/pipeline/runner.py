@@ -40,6 +40,7 @@ __all__ = ["RunSummary", "load_run_recipe", "load_synthetic", "private_texts", "
 STATE_FILE = "run_state.json"
 PUBLIC_ONLY_SETTING = "public-only (ε = 0)"
 LEDGER_FILE = "privacy_ledger.json"
+AUDIT_DIR = "audit"  # a charged audit's results (audit.json holds owner-only control results too)
 
 
 @dataclass
@@ -287,6 +288,7 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
         state.mark("label_histogram", "done")
 
     model, tok = load_recipe_model(recipe)
+    audit = None
     synthetic_path = out / "synthetic"
     g = recipe.generation
     if synthetic_path.is_dir() and state.done("generation"):
@@ -299,6 +301,8 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
         if stop_after == "training":
             log(f"adapter: {out / 'adapter'} (ε spent so far {ledger.epsilon_spent():.4g})")
             return None
+        if "audit" in p.shares:
+            audit = _charged_audit(recipe, out, state, ledger, summary_reused, log)
         log("[4] sampling the DP adapter (post-processing)")
         sampler = AdapterSampler(model, tok, codec=codec, conditioning=labels, batch_size=g.batch_size,
                                  max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p)
@@ -342,7 +346,12 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
                                                            progress, log)
         headline, metrics = _evaluate(recipe, codec, synthetic, ledger, out, log, references)
         summary.headline.update(headline)
-    _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, include_owner_only_in_cards)
+    if audit is None and "audit" in p.shares and state.done("audit"):
+        from hf_dpsynth.pipeline.audit_run import load_audit
+
+        audit = load_audit(out / AUDIT_DIR)
+        summary.reused.append("audit")
+    _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, include_owner_only_in_cards, audit)
     atomic_write_json(out / "summary.json", {**summary.__dict__})
     log("\n" + summary.table())
     return summary
@@ -385,7 +394,23 @@ def _train(recipe, out, state, model, tok, prepared, ledger, reused, log):
     return trainer.model
 
 
-def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, include_owner_only=False) -> None:
+def _charged_audit(recipe, out, state, ledger, reused, log) -> Any:
+    """The audit as a stage of the run, its DP run charged to the ledger's ``audit`` share (shareable)."""
+    from hf_dpsynth.pipeline.audit_run import audit_recipe, load_audit
+
+    folder = out / AUDIT_DIR
+    if state.done("audit") and (folder / "audit.json").is_file():
+        reused.append("audit")
+        return load_audit(folder)
+    log("[3b] privacy audit (charged to the release ledger, stage 'audit')")
+    state.mark("audit", "charging")
+    report = audit_recipe(recipe, output_dir=folder, log=lambda m: log("    " + m), ledger=ledger, ledger_dir=out)
+    ledger.save(out / LEDGER_FILE)
+    state.mark("audit", "done")
+    return report
+
+
+def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, include_owner_only=False, audit=None) -> None:
     """The DP dataset card (``README.md``) and, for adapter recipes, the adapter card."""
     from hf_dpsynth.generation import generation_info
     from hf_dpsynth.hub.cards import render_adapter_card, render_dataset_card
@@ -401,11 +426,11 @@ def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, includ
         _write(out / "README.md", str(render_dataset_card(
             ledger_report=ledger, num_records=len(synthetic), codec_info=codec.to_dict(),
             generator_info=generation_info(synthetic), metrics=metrics, pretty_name=f"{recipe.name} (synthetic, DP)",
-            preparation=prepared.report, include_owner_only=include_owner_only,
+            preparation=prepared.report, include_owner_only=include_owner_only, audit=audit,
         )))
     if (out / "adapter").is_dir():
         adapter_card = render_adapter_card(ledger_report=ledger, base_model=base, metrics=metrics,
-                                           include_owner_only=include_owner_only)
+                                           include_owner_only=include_owner_only, audit=audit)
         _write(out / "adapter" / "README.md", str(adapter_card))
     written = [p for p in (out / "README.md", out / "adapter" / "README.md") if p.is_file()]
     if written:

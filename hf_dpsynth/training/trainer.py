@@ -223,6 +223,9 @@ class DPSynthTrainer(Trainer):
             ``target_delta`` must be unset); by default the trainer makes its own from them.
         ledger_stage: the stage charged: ``"training"``, or ``"audit"`` for an audit run whose ε is
             composed into the release ledger (so its results may be shared).
+        public_units: for an audit run, how many of ``train_dataset``'s units are public canaries
+            (appended by ``CanarySet.insert_into``): the ledger's N counts the private units only,
+            and the charge is the DP-SGD event on all of them (q = batch / (N + canaries)).
 
     Privacy: protects each privacy unit (example, or user with capped contributions) of
     ``train_dataset`` under add/remove adjacency, with the (ε, δ) in :meth:`privacy_report`. N is
@@ -240,6 +243,7 @@ class DPSynthTrainer(Trainer):
         peft_config: Any = None,
         ledger: PrivacyLedger | None = None,
         ledger_stage: str = STAGE,
+        public_units: int = 0,
         **kwargs: Any,
     ):
         if not isinstance(args, DPSynthConfig):
@@ -264,6 +268,14 @@ class DPSynthTrainer(Trainer):
                 f"ledger_stage must be 'training' or 'audit' (an audit run charged to the release ledger); got {ledger_stage!r}."
             )
         self._stage = ledger_stage
+        if isinstance(public_units, bool) or not isinstance(public_units, int) or public_units < 0:
+            raise DPConfigError(f"public_units must be a non-negative integer; got {public_units!r}.")
+        if public_units and (ledger_stage != "audit" or ledger is None):
+            raise DPConfigError(
+                "public_units= (canaries among the training units) is for an audit run charged to a release ledger: "
+                "pass ledger= and ledger_stage='audit'."
+            )
+        self._public_units = public_units
         train_dataset = _unwrap_prepared(train_dataset, args)
         if args.n_gpu > 1:
             raise DPConfigError(
@@ -300,8 +312,10 @@ class DPSynthTrainer(Trainer):
                 f"logical_batch_size={args.logical_batch_size} exceeds the number of privacy units N = {n}; "
                 f"the sampling probability q = batch / N must be at most 1. Use logical_batch_size <= {n}."
             )
+        if public_units >= n:
+            raise DPConfigError(f"public_units={public_units} leaves no private unit among the N = {n} training units.")
         self._data_fingerprint = _fingerprint(examples, units.offsets)
-        self.ledger = self._resolve_ledger(args, ledger, n)
+        self.ledger = self._resolve_ledger(args, ledger, n - public_units)
         self.plan = self._make_plan(args, n, len(self._examples))
 
         super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs)
@@ -504,6 +518,7 @@ class DPSynthTrainer(Trainer):
             "per_example_max_grad_norm": p.per_example_max_grad_norm,
             "logical_batch_size": p.logical_batch_size,
             "run_id": self._run_id,
+            **({"public_units": self._public_units} if self._public_units else {}),
         }
 
     def _start_run(self) -> None:
@@ -532,7 +547,7 @@ class DPSynthTrainer(Trainer):
             self._stage,
             self._training_event(),
             privacy_unit=self.plan.privacy_unit,
-            num_units=self.plan.num_units,
+            num_units=self.plan.num_units - self._public_units,
             metadata=self._charge_metadata(),
         )
         if self.ledger.accountant and self.ledger.accountant != self.plan.accountant:

@@ -228,6 +228,30 @@ def test_ledger_must_match_unit_and_n_and_owns_the_budget(tmp_path):
         make_trainer(tmp_path, n=40, ledger=user_ledger, target_epsilon=None)
 
 
+def test_public_units_are_for_a_charged_audit_only_and_n_counts_the_private_units(tmp_path):
+    _, tok = tiny_causal_lm(seed=0)
+
+    def build(ledger, stage="audit", public=5, n=45):
+        return DPSynthTrainer(model=tiny_causal_lm(seed=0)[0], args=config(tmp_path, target_epsilon=None, max_steps=2),
+                              train_dataset=make_dataset(n), processing_class=tok, peft_config=lora(), ledger=ledger,
+                              ledger_stage=stage, public_units=public)
+
+    ledger = PrivacyLedger(epsilon=3.0, delta=1e-4, privacy_unit="example", num_units=40)
+    ledger.plan({"training": 0.5, "audit": 0.5})
+    with pytest.raises(DPConfigError, match="audit run charged"):
+        build(ledger, stage="training")
+    with pytest.raises(DPConfigError, match="audit run charged"):
+        build(None)
+    with pytest.raises(PrivacyUnitMismatchError, match="N = 41"):
+        build(ledger, public=4)  # 45 units, 4 of them public: 41 private, but the ledger protects 40
+    trainer = build(ledger)
+    trainer.train()
+    (charge,) = ledger.charges
+    assert charge.stage == "audit" and charge.metadata["public_units"] == 5
+    assert charge.metadata["sampling_probability"] == pytest.approx(trainer.args.logical_batch_size / 45)
+    assert ledger.num_units == 40
+
+
 def test_resume_from_checkpoint_continues_the_run_exactly(tmp_path):
     full = make_trainer(tmp_path / "full", n=30, max_steps=4)
     full.train()
