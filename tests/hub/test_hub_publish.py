@@ -77,3 +77,43 @@ def test_adapter_push_refuses_secret_state_and_uploads_the_adapter(hub_env, tmp_
     files = hub_env.hub.list_files("model", repo)
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= set(files)
     assert hub_env.hub.get_repo("model", repo).private
+
+
+def test_a_dp_trained_adapter_and_its_card_round_trip_through_the_hub(hub_env, tmp_path):
+    """A real DP-trained LoRA adapter with its rendered card: pushed, then loaded back by peft and
+    huggingface_hub from the (local, test-only) Hub, weights identical, card valid and restating the ledger."""
+    import torch
+    from huggingface_hub import ModelCard
+    from peft import LoraConfig, PeftModel
+
+    from hf_dpsynth import DPSynthConfig, DPSynthTrainer
+    from hf_dpsynth.hub.cards import read_dp_block, render_adapter_card, validate_card
+    from hf_dpsynth.models import tiny_causal_lm
+
+    texts = [r["text"] for r in load_sms_spam("train").select(range(40))]
+    model, tok = tiny_causal_lm(seed=0)
+    args = DPSynthConfig(output_dir=str(tmp_path / "train"), target_epsilon=4.0, logical_batch_size=8,
+                         per_device_train_batch_size=8, max_steps=2, use_cpu=True, report_to="none",
+                         save_strategy="no", disable_tqdm=True, max_length=32)
+    trainer = DPSynthTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts}),
+                             processing_class=tok, peft_config=LoraConfig(r=4, target_modules="all-linear"))
+    trainer.train()
+    folder = tmp_path / "adapter"
+    trainer.model.save_pretrained(str(folder))
+    repo = f"{hub_env.user}/dp-adapter-{uuid.uuid4().hex[:8]}"
+    card = render_adapter_card(ledger_report=trainer.ledger, training_report=trainer.privacy_report(), repo_id=repo)
+    push_adapter(folder, repo, card=str(card), ledger_report=trainer.ledger.report().to_dict(), token=hub_env.token)
+
+    assert hub_env.hub.get_repo("model", repo).private
+    loaded = PeftModel.from_pretrained(tiny_causal_lm(seed=0)[0], repo, token=hub_env.token)
+    mine = {n: p for n, p in trainer.model.named_parameters() if "lora_" in n}
+    theirs = {n: p for n, p in loaded.named_parameters() if "lora_" in n}
+    assert mine.keys() == theirs.keys() and mine
+    for name in mine:
+        torch.testing.assert_close(theirs[name], mine[name], rtol=0, atol=0, msg=name)
+    downloaded = ModelCard.load(repo, repo_type="model", token=hub_env.token)
+    validate_card(downloaded)
+    block = read_dp_block(downloaded)
+    assert block["epsilon"] == pytest.approx(trainer.ledger.epsilon_spent())
+    assert block["privacy_unit"] == "example" and block["num_units"] == 40
+    assert downloaded.data.library_name == "peft" and downloaded.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
