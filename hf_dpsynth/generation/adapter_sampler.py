@@ -99,6 +99,11 @@ class AdapterSampler(Synthesizer):
         batch_size: prompts generated together (left-padded, KV cache).
         max_new_tokens, temperature, top_p, top_k, repetition_penalty: decoding settings.
         deduplicate: drop exact repeats of an earlier record (counted in the info).
+        guided: schema-guided decoding (:class:`~hf_dpsynth.generation.guided.SchemaGuidedDecoder`):
+            the sampler writes a tabular row's column names and separators and the model chooses
+            each value among those the schema allows, so every row parses. None (default): on for a
+            TabularCodec, which is the only codec it applies to. ``top_p``, ``top_k``,
+            ``repetition_penalty`` and ``max_new_tokens`` do not apply to guided rows.
 
     Privacy: post-processing of DP outputs (the adapter and the histograms): no budget is spent.
     """
@@ -119,6 +124,7 @@ class AdapterSampler(Synthesizer):
         top_k: int = 0,
         repetition_penalty: float = 1.0,
         deduplicate: bool = True,
+        guided: bool | None = None,
     ) -> None:
         if not isinstance(codec, Codec):
             raise DPConfigError(f"codec must be a TextCodec, TabularCodec or ImageCodec; got {type(codec).__name__}.")
@@ -140,6 +146,22 @@ class AdapterSampler(Synthesizer):
             "repetition_penalty": float(repetition_penalty), "max_new_tokens": self.max_new_tokens,
         }
         self.deduplicate = deduplicate
+        from hf_dpsynth.data.tabular import TabularCodec
+
+        from hf_dpsynth.generation.guided import SchemaGuidedDecoder
+
+        self.guided = None
+        if guided or (guided is None and isinstance(codec, TabularCodec)):
+            try:
+                self.guided = SchemaGuidedDecoder(model, tokenizer, codec, temperature=temperature)
+            except DPConfigError as exc:
+                if guided:  # asked for explicitly: say why it cannot be done
+                    raise
+                self.decoding["guided"] = f"no: free sampling ({exc})"  # the default: recorded, not silent
+            else:
+                self.decoding = {"guided": "schema (column names and separators written by the sampler; the "
+                                           "model chooses each value among the schema's)",
+                                 "temperature": float(temperature)}
 
     def privacy_events(self) -> list[tuple[str, dp_accounting.DpEvent]]:
         return []  # post-processing
@@ -180,7 +202,10 @@ class AdapterSampler(Synthesizer):
                 bar = tqdm(total=total, desc="sampling records", unit="rec", disable=not progress)
                 for start in range(0, total, self.batch_size):
                     chunk = prompts[start : start + self.batch_size]
-                    texts = self._generate_batch(chunk, pad, device)
+                    if self.guided is not None:
+                        texts = self.guided.sample(chunk, rng)
+                    else:
+                        texts = self._generate_batch(chunk, pad, device)
                     outputs.extend(
                         GeneratedText(prefix=p, text=t, condition=condition_label(c))
                         for p, t, c in zip(chunk, texts, conditions[start : start + self.batch_size])

@@ -305,7 +305,8 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
             audit = _charged_audit(recipe, out, state, ledger, summary_reused, log)
         log("[4] sampling the DP adapter (post-processing)")
         sampler = AdapterSampler(model, tok, codec=codec, conditioning=labels, batch_size=g.batch_size,
-                                 max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p)
+                                 max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
+                                 guided=g.guided)
         synthetic = sampler.generate(g.num_records, seed=0, progress=progress)
         save_synthetic(synthetic, synthetic_path)
         state.mark("generation", "done")
