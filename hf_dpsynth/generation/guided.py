@@ -27,7 +27,12 @@ from typing import Any
 import numpy as np
 
 from hf_dpsynth._compat import cache_kwargs, output_cache
-from hf_dpsynth.data.tabular import CategoricalColumn, FloatColumn, IntegerColumn, TabularCodec
+from hf_dpsynth.data.tabular import (
+    CategoricalColumn,
+    FloatColumn,
+    IntegerColumn,
+    TabularCodec,
+)
 from hf_dpsynth.errors import DPConfigError
 from hf_dpsynth.training.data import prompt_ids
 
