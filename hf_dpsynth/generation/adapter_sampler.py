@@ -14,6 +14,7 @@ import numpy as np
 
 from hf_dpsynth.data.codecs import Codec
 from hf_dpsynth.data.statistics import DPHistogram, DPHistogramRelease
+from hf_dpsynth.data.tabular import TabularCodec
 from hf_dpsynth.errors import DPConfigError
 from hf_dpsynth.generation.base import (
     GeneratedText,
@@ -22,6 +23,7 @@ from hf_dpsynth.generation.base import (
     check_positive_int,
     condition_label,
 )
+from hf_dpsynth.generation.guided import SchemaGuidedDecoder
 from hf_dpsynth.training.data import prompt_ids
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,10 +148,6 @@ class AdapterSampler(Synthesizer):
             "repetition_penalty": float(repetition_penalty), "max_new_tokens": self.max_new_tokens,
         }
         self.deduplicate = deduplicate
-        from hf_dpsynth.data.tabular import TabularCodec
-
-        from hf_dpsynth.generation.guided import SchemaGuidedDecoder
-
         self.guided = None
         if guided or (guided is None and isinstance(codec, TabularCodec)):
             try:
