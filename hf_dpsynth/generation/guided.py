@@ -69,6 +69,7 @@ class SchemaGuidedDecoder:
         self._eos = tokenizer.eos_token_id
         if self._eos is None:
             raise DPConfigError("schema-guided decoding ends a row with the end-of-sequence token; the tokenizer has none.")
+        self._digit_ids: tuple[list[int], int] | None = None  # set by _plan when a column is written digit by digit
         self._plans = [self._plan(c) for c in codec.schema.columns]
 
     # -- the plan of each column: its candidate values, or digit-by-digit --------------------------
@@ -78,7 +79,7 @@ class SchemaGuidedDecoder:
         if values is not None:
             return "enumerate", values
         if isinstance(column, IntegerColumn) and column.lower >= 0 and not column.nullable:
-            self._digit_tokens()  # checks the tokenizer now, not halfway through sampling
+            self._digit_ids = self._digit_tokens()  # checks the tokenizer now, not halfway through sampling
             return "digits", (column.lower, column.upper)
         raise DPConfigError(
             f"schema-guided decoding cannot write column {column.name!r}: it has more than max_enumerated = "
@@ -178,7 +179,7 @@ class SchemaGuidedDecoder:
     def _digits(self, context: list[int], lower: int, upper: int, *, last: bool, rng: np.random.Generator) -> str:
         import torch
 
-        digit_ids, comma = self._digit_tokens()
+        digit_ids, comma = self._digit_ids
         end = self._eos if last else comma
         device = next(self.model.parameters()).device
         # The first digit follows the space: " 5" may be one token or two, so it is scored as a sequence.

@@ -31,12 +31,13 @@ __all__ = ["audit_recipe", "load_audit"]
 
 
 def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any = print, ledger: Any = None,
-                 ledger_dir: str | os.PathLike[str] | None = None) -> Any:
+                 ledger_dir: str | os.PathLike[str] | None = None, prepared_data: Any = None) -> Any:
     """Run the audit of ``recipe`` into ``output_dir`` (``audit.json``, ``audit_report/``); returns the AuditReport.
 
     With ``ledger`` (the release ledger, which already holds the release's training charge and
     plans an ``audit`` share), the audit's DP run is charged to stage ``audit`` before it trains and
     the ledger is saved in ``ledger_dir`` (the run folder); the results may then be shared.
+    ``prepared_data``: what :func:`prepare_recipe_data` returned, when the caller has it already.
     """
     import torch
 
@@ -55,7 +56,7 @@ def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     p, t, a = recipe.privacy, recipe.training, recipe.audit
-    _, codec, prepared = prepare_recipe_data(recipe)
+    _, codec, prepared = prepared_data if prepared_data is not None else prepare_recipe_data(recipe)
     n = prepared.num_units
     claimed = p.epsilon * float(p.shares.get("training", 1.0))
     batch = min(t.logical_batch_size, n)

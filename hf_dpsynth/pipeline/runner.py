@@ -288,7 +288,6 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
         state.mark("label_histogram", "done")
 
     model, tok = load_recipe_model(recipe)
-    audit = None
     synthetic_path = out / "synthetic"
     g = recipe.generation
     if synthetic_path.is_dir() and state.done("generation"):
@@ -301,8 +300,6 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
         if stop_after == "training":
             log(f"adapter: {out / 'adapter'} (ε spent so far {ledger.epsilon_spent():.4g})")
             return None
-        if "audit" in p.shares:
-            audit = _charged_audit(recipe, out, state, ledger, summary_reused, log)
         log("[4] sampling the DP adapter (post-processing)")
         sampler = AdapterSampler(model, tok, codec=codec, conditioning=labels, batch_size=g.batch_size,
                                  max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
@@ -329,6 +326,10 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
         save_synthetic(synthetic, synthetic_path)
         state.mark("generation", "done")
 
+    # A charged audit (recipe validation allows one only with training): run once, then reused.
+    audit = _charged_audit(recipe, out, state, ledger, (data, codec, prepared), summary_reused, log) \
+        if "audit" in p.shares else None
+
     from hf_dpsynth.generation import generation_info
 
     info = generation_info(synthetic)
@@ -347,11 +348,6 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
                                                            progress, log)
         headline, metrics = _evaluate(recipe, codec, synthetic, ledger, out, log, references)
         summary.headline.update(headline)
-    if audit is None and "audit" in p.shares and state.done("audit"):
-        from hf_dpsynth.pipeline.audit_run import load_audit
-
-        audit = load_audit(out / AUDIT_DIR)
-        summary.reused.append("audit")
     _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, include_owner_only_in_cards, audit)
     atomic_write_json(out / "summary.json", {**summary.__dict__})
     log("\n" + summary.table())
@@ -395,7 +391,7 @@ def _train(recipe, out, state, model, tok, prepared, ledger, reused, log):
     return trainer.model
 
 
-def _charged_audit(recipe, out, state, ledger, reused, log) -> Any:
+def _charged_audit(recipe, out, state, ledger, prepared_data, reused, log) -> Any:
     """The audit as a stage of the run, its DP run charged to the ledger's ``audit`` share (shareable)."""
     from hf_dpsynth.pipeline.audit_run import audit_recipe, load_audit
 
@@ -403,9 +399,10 @@ def _charged_audit(recipe, out, state, ledger, reused, log) -> Any:
     if state.done("audit") and (folder / "audit.json").is_file():
         reused.append("audit")
         return load_audit(folder)
-    log("[3b] privacy audit (charged to the release ledger, stage 'audit')")
+    log("[4b] privacy audit (charged to the release ledger, stage 'audit')")
     state.mark("audit", "charging")
-    report = audit_recipe(recipe, output_dir=folder, log=lambda m: log("    " + m), ledger=ledger, ledger_dir=out)
+    report = audit_recipe(recipe, output_dir=folder, log=lambda m: log("    " + m), ledger=ledger, ledger_dir=out,
+                          prepared_data=prepared_data)
     ledger.save(out / LEDGER_FILE)
     state.mark("audit", "done")
     return report
