@@ -8,8 +8,10 @@ Every codec has the same interface:
   reason; every generator parses its outputs through :meth:`Codec.parse_many`, which counts and
   drops invalid ones.
 
-A conditioning prefix is one ``name: value`` line per condition, e.g. ``"label: spam\\n"``. Its
-values come from a declared, public list, so a prompt built from it never carries private data.
+A conditioning prefix is one ``name: value`` line per condition, e.g. ``"label: spam\\n"``, or a
+declared ``prompt_template`` with the conditions as ``{name}`` fields (e.g. an instruction in the
+model's chat format). Its values come from a declared, public list and the template is public, so a
+prompt built from them never carries private data.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import abc
 import collections
 import math
 import numbers
+import re
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -90,17 +94,29 @@ class Codec(abc.ABC):
     Args:
         conditions: ordered mapping from a record field to its public list of allowed values
             (e.g. ``{"label": ["ham", "spam"]}``); each becomes a ``name: value`` prefix line.
+        prompt_template: optional public prefix written instead of those lines, with every
+            condition as a ``{name}`` field, e.g. ``"Write a {label} SMS message.\\n"`` or the same
+            instruction in the model's chat format (special tokens such as ``<|im_start|>`` written
+            literally). ``decode`` reads the conditions back from it. It is public: write no
+            private value into it.
     """
 
     modality: ClassVar[str]
 
-    def __init__(self, *, conditions: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        conditions: Mapping[str, Sequence[str]] | None = None,
+        prompt_template: str | None = None,
+    ) -> None:
         conds: dict[str, tuple[str, ...]] = {}
         for name, values in dict(conditions or {}).items():
             conds[_check_name("A condition name", name)] = check_categories(
                 f"conditions[{name!r}]", values
             )
         self._conditions = conds
+        self.prompt_template = prompt_template
+        self._template_re = None if prompt_template is None else _template_regex(prompt_template, conds)
 
     @property
     def conditions(self) -> Mapping[str, tuple[str, ...]]:
@@ -128,8 +144,8 @@ class Codec(abc.ABC):
         return self.encode_prompt(record) + self.encode_body(record, order_seed=order_seed)
 
     def encode_prompt(self, record: Mapping[str, Any]) -> str:
-        """The conditioning prefix of ``record`` (empty without conditions)."""
-        lines = []
+        """The conditioning prefix of ``record`` (empty without conditions or template)."""
+        values = {}
         for name, allowed in self._conditions.items():
             value = _field(record, name)
             if value not in allowed:
@@ -137,8 +153,10 @@ class Codec(abc.ABC):
                     f"condition {name!r} is {value!r}, which is not one of the declared values {list(allowed)}.",
                     kind="unknown_category",
                 )
-            lines.append(f"{name}: {value}\n")
-        return "".join(lines)
+            values[name] = value
+        if self.prompt_template is not None:
+            return self.prompt_template.format(**values)
+        return "".join(f"{name}: {value}\n" for name, value in values.items())
 
     def prompt_for(self, **conditions: str) -> str:
         """The prefix for the given condition values (e.g. to prompt the model for ``label=spam``)."""
@@ -154,6 +172,16 @@ class Codec(abc.ABC):
             raise InvalidRecord(f"expected a string, got {type(text).__name__}", kind="malformed")
         record: dict[str, Any] = {}
         rest = text
+        if self._template_re is not None:
+            match = self._template_re.match(text)
+            if match is None:
+                raise InvalidRecord(
+                    f"expected the prompt template {self.prompt_template[:60]!r} first; got {text[:60]!r}.",
+                    kind="missing_condition",
+                )
+            record.update((name, match.group(f"c{i}")) for i, name in enumerate(self._conditions))
+            record.update(self.decode_body(text[match.end():]))
+            return record
         for name, allowed in self._conditions.items():
             line, sep, after = rest.partition("\n")
             key, colon, value = line.partition(": ")
@@ -199,7 +227,47 @@ class Codec(abc.ABC):
 
     def to_dict(self) -> dict[str, Any]:
         """The codec's public configuration (JSON-able; no data)."""
-        return {"modality": self.modality, "conditions": {k: list(v) for k, v in self._conditions.items()}}
+        info = {"modality": self.modality, "conditions": {k: list(v) for k, v in self._conditions.items()}}
+        if self.prompt_template is not None:
+            info["prompt_template"] = self.prompt_template
+        return info
+
+
+def _template_regex(template: Any, conditions: Mapping[str, tuple[str, ...]]) -> re.Pattern[str]:
+    """A regex matching ``template`` filled with allowed condition values; condition i is group ``c<i>``
+    (condition names need not be identifiers)."""
+    if not isinstance(template, str) or not template:
+        raise SchemaError(f"prompt_template must be a non-empty string; got {template!r}.")
+    parts: list[str] = []
+    seen: set[str] = set()
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise SchemaError(f"prompt_template {template!r} is not a valid format string ({exc}); write a literal "
+                          "brace as '{{' or '}}'.") from None
+    for literal, name, spec, conversion in parsed:
+        parts.append(re.escape(literal))
+        if name is None:
+            continue
+        if name not in conditions or spec or conversion:
+            raise SchemaError(
+                f"prompt_template field {{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}} "
+                f"is not a condition name; its fields must be plain {{name}} for a condition in {list(conditions)}."
+            )
+        group = f"c{list(conditions).index(name)}"
+        if name in seen:
+            parts.append(f"(?P={group})")
+        else:
+            alternatives = sorted(conditions[name], key=len, reverse=True)  # longest first
+            parts.append(f"(?P<{group}>" + "|".join(map(re.escape, alternatives)) + ")")
+            seen.add(name)
+    missing = [n for n in conditions if n not in seen]
+    if missing:
+        raise SchemaError(
+            f"prompt_template {template!r} has no field for condition(s) {missing}: write each as {{name}}, so the "
+            "prompt says which value the record is generated for."
+        )
+    return re.compile("".join(parts), re.DOTALL)
 
 
 def _field(record: Mapping[str, Any], name: str) -> Any:
@@ -230,6 +298,7 @@ class TextCodec(Codec):
         text_field: the record field holding the text.
         conditions: see :class:`Codec`; the loss covers only the text, never the prefix.
         max_chars: optional upper bound on a decoded text's length (longer is invalid).
+        prompt_template: see :class:`Codec`.
 
     The body is the text itself, unchanged: ``decode(encode(r)) == r`` for every valid record.
     A text must be a non-empty string (after stripping surrounding whitespace) without NUL bytes.
@@ -243,8 +312,9 @@ class TextCodec(Codec):
         *,
         conditions: Mapping[str, Sequence[str]] | None = None,
         max_chars: int | None = None,
+        prompt_template: str | None = None,
     ) -> None:
-        super().__init__(conditions=conditions)
+        super().__init__(conditions=conditions, prompt_template=prompt_template)
         self.text_field = _check_name("text_field", text_field)
         if text_field in self._conditions:
             raise SchemaError(f"text_field {text_field!r} is also a condition; give them different names.")

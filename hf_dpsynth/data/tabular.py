@@ -330,6 +330,7 @@ class TabularCodec(Codec):
             without a seed, or with ``False``, the schema's order is used.
         conditions: optional prefix conditions (see :class:`Codec`); a conditioned column is
             still encoded in the body.
+        prompt_template: see :class:`Codec`.
 
     ``decode(encode(row)) == schema.normalise(row)``: exact for categories and integers, floats
     rounded to their declared precision.
@@ -343,8 +344,9 @@ class TabularCodec(Codec):
         *,
         shuffle_columns: bool = True,
         conditions: Mapping[str, Sequence[str]] | None = None,
+        prompt_template: str | None = None,
     ) -> None:
-        super().__init__(conditions=conditions)
+        super().__init__(conditions=conditions, prompt_template=prompt_template)
         if not isinstance(schema, TabularSchema):
             raise SchemaError(f"schema must be a TabularSchema; got {type(schema).__name__}.")
         self.schema = schema

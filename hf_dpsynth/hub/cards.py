@@ -917,12 +917,22 @@ def _mapping_rows(mapping: Mapping[str, Any], *, skip: Sequence[str] | set[str])
             continue
         if key == "conditions" and isinstance(value, Mapping):
             text = "; ".join(f"{name} ∈ {{{', '.join(map(str, values))}}}" for name, values in value.items()) or "none"
-        elif isinstance(value, (Mapping, list)):
-            text = "`" + json.dumps(value, ensure_ascii=False) + "`"
+        elif isinstance(value, (Mapping, list)) or (isinstance(value, str) and "\n" in value):
+            # JSON in a code span (one line; e.g. a prompt template in chat format): shown verbatim.
+            rows.append((escape_markdown(key), _code_span(json.dumps(value, ensure_ascii=False))))
+            continue
         else:
             text = _plain_value(value)
         rows.append((escape_markdown(key), escape_markdown(text)))
     return rows
+
+
+def _code_span(text: str) -> str:
+    """``text`` (one line) as a Markdown code span, fenced by more backticks than it contains in a row."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _preparation_rows(prep: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -38,6 +38,7 @@ class DataSection:
     text_column: str = "text"
     label_column: str | None = None
     labels: tuple[str, ...] | None = None  # public list of label values
+    prompt_template: str | None = None  # public prefix with {label_column} as a field (default "label: spam\n")
     user_id_column: str | None = None
     schema: Any = None  # tabular: "adult" or {"columns": [...]} (public)
     drop_columns: tuple[str, ...] = ()

@@ -176,14 +176,15 @@ def recipe_codec(recipe: Recipe) -> Any:
 
     d = recipe.data
     conditions = {d.label_column: list(d.labels)} if d.label_column and d.labels else None
+    template = d.prompt_template
     if d.modality == "text":
-        return TextCodec(d.text_column, conditions=conditions)
+        return TextCodec(d.text_column, conditions=conditions, prompt_template=template)
     if d.modality == "tabular":
         schema = adult_schema() if d.schema == "adult" else TabularSchema.from_dict(d.schema)
         if d.drop_columns:
             schema = schema.select([n for n in schema.names if n not in d.drop_columns])
-        return TabularCodec(schema)
-    return ImageCodec(tuple(d.image_shape), int(d.image_levels), conditions=conditions)
+        return TabularCodec(schema, prompt_template=template)
+    return ImageCodec(tuple(d.image_shape), int(d.image_levels), conditions=conditions, prompt_template=template)
 
 
 def load_recipe_model(recipe: Recipe) -> tuple[Any, Any]:

@@ -68,6 +68,59 @@ def test_parse_many_counts_and_drops_invalid_outputs():
     assert result.valid_fraction == pytest.approx(1 / 3)
 
 
+CHAT = "<|im_start|>user\nWrite one {label} SMS ({lang}) message, a {label} one.<|im_end|>\n<|im_start|>assistant\n"
+
+
+@SETTINGS
+@given(
+    text=st.text(min_size=1).filter(lambda t: t.strip() and "\x00" not in t),
+    label=st.sampled_from(["ham", "spam", "spam+"]),
+    lang=st.sampled_from(["en", "en gb", "a.b"]),
+)
+def test_prompt_template_round_trip(text, label, lang):
+    # Values that are prefixes of one another ("spam" / "spam+"), regex metacharacters and a
+    # field used twice: the conditions come back exactly, and the body is untouched.
+    codec = TextCodec(conditions={"label": ["ham", "spam", "spam+"], "lang": ["en", "en gb", "a.b"]}, prompt_template=CHAT)
+    record = {"text": text, "label": label, "lang": lang}
+    prompt = codec.encode_prompt(record)
+    assert prompt == CHAT.format(label=label, lang=lang)
+    assert codec.encode(record) == prompt + text
+    assert codec.decode(prompt + text) == record
+    assert codec.to_dict()["prompt_template"] == CHAT
+
+
+def test_prompt_template_rejections():
+    codec = TextCodec(conditions={"label": ["ham", "spam"]}, prompt_template="Write a {label} message: {label}.\n")
+    cases = {
+        "label: ham\nhello": "missing_condition",           # the default prefix is not this codec's
+        "Write a eggs message: eggs.\nhello": "missing_condition",
+        "Write a ham message: spam.\nhello": "missing_condition",  # a repeated field must agree
+        "Write a ham message: ham.\n  ": "empty",
+    }
+    for text, kind in cases.items():
+        with pytest.raises(InvalidRecord) as info:
+            codec.decode(text)
+        assert info.value.kind == kind and info.value.reason
+    with pytest.raises(InvalidRecord) as info:
+        codec.encode_prompt({"label": "eggs"})
+    assert info.value.kind == "unknown_category"
+    conditions = {"label": ["ham", "spam"]}
+    for template, match in [
+        ("Write a message.", r"no field for condition\(s\) \['label'\]"),
+        ("{lab} message", "not a condition name"),
+        ("{label!r} message", "not a condition name"),
+        ("{label:>5} message", "not a condition name"),
+        ("{0} message", "not a condition name"),
+        ("{label message", "not a valid format string"),
+        ("", "non-empty string"),
+    ]:
+        with pytest.raises(SchemaError, match=match):
+            TextCodec(conditions=conditions, prompt_template=template)
+    # A condition-free template is a fixed instruction; literal braces are written doubled.
+    plain = TextCodec(prompt_template="Reply in JSON {{...}}:\n")
+    assert plain.encode({"text": "x"}) == "Reply in JSON {...}:\nx" and plain.decode("Reply in JSON {...}:\nx") == {"text": "x"}
+
+
 def test_condition_lists_are_declared_and_checked():
     with pytest.raises(SchemaError, match="declared"):
         TextCodec(conditions={"label": "spam"})
@@ -141,6 +194,14 @@ def test_column_order_is_shuffled_per_example_and_seeded():
     assert codec.encode(row, order_seed=7) == codec.encode(row, order_seed=7)
     assert codec.encode(row) == ", ".join(f"c{i} is {i}" for i in range(6))  # no seed: schema order
     assert TabularCodec(schema, shuffle_columns=False).encode(row, order_seed=7) == codec.encode(row)
+
+
+def test_tabular_prompt_template():
+    schema = TabularSchema([CategoricalColumn("sex", ("Female", "Male")), IntegerColumn("age", 17, 90)])
+    codec = TabularCodec(schema, conditions={"sex": ["Female", "Male"]}, prompt_template="A census row ({sex}):\n")
+    text = codec.encode({"sex": "Male", "age": 40})
+    assert text == "A census row (Male):\nsex is Male, age is 40"
+    assert codec.decode(text) == {"sex": "Male", "age": 40}
 
 
 @pytest.fixture
@@ -286,6 +347,10 @@ def test_image_conditioning_prefix():
     text = codec.encode({"label": "7", "image": [[0, 1], [2, 3]]})
     assert text == "label: 7\n01\n23"
     assert codec.decode(text)["label"] == "7"
+    templated = ImageCodec((2, 2), 4, conditions={"label": [str(d) for d in range(10)]}, prompt_template="Digit {label}:\n")
+    text = templated.encode({"label": "7", "image": [[0, 1], [2, 3]]})
+    assert text == "Digit 7:\n01\n23"
+    assert templated.decode(text)["label"] == "7" and templated.decode(text)["image"].tolist() == [[0, 1], [2, 3]]
 
 
 @pytest.mark.parametrize(
