@@ -12,7 +12,7 @@ from hf_dpsynth.privacy import PrivacyLedger
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 TINY = {
-    "sms_spam_text": dict(data={"max_records": 60}, training={"max_steps": 2}, generation={"num_records": 4}),
+    "sms_spam_text": dict(data={"max_records": 60}, training={"max_steps": 2}, generation={"num_records": 12}),
     "sms_spam_private_prediction": dict(
         data={"max_records": 120}, generation={"expected_batch_size": 16, "max_private_tokens": 3, "max_new_tokens": 3,
                                                "num_records": None}),
@@ -42,6 +42,24 @@ def test_every_recipe_runs_on_a_tiny_model(path, tmp_path, request):
     assert summary.num_generated >= 1
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["num_generated"] == summary.num_generated
+
+
+def test_the_text_recipe_reports_fidelity_against_the_public_only_baseline(tmp_path):
+    # The full SMS recipe's claim is about fidelity (MiniLM Fréchet distance, k-NN precision and
+    # recall) of the DP records and of the public-only baseline: both reach the summary, owner-only.
+    recipe, out = _sms(tmp_path)
+    assert recipe.evaluation.embeddings and recipe.evaluation.public_only_baseline
+    # The tiny model's byte tokens often break UTF-8 (invalid records): enough short records for k-NN.
+    recipe = recipe.with_overrides(generation={"num_records": 64, "max_new_tokens": 2})
+    summary = run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    keys = [k for k in summary.headline if k.startswith(("Fréchet distance", "k-NN"))]
+    assert len(keys) == 6, summary.headline  # three metrics, for the DP run and the baseline
+    assert all(k.endswith("(owner-only)") for k in keys)
+    assert sum("public-only" in k for k in keys) == 3
+    assert all(0 <= summary.headline[k] <= 1 for k in keys if k.startswith("k-NN"))
+    report = (out / "report" / "report.md").read_text()
+    assert "Fréchet distance" not in report  # computed on the private test split: not in the shareable report
+    assert "Fréchet distance" in (out / "report_owner" / "report.md").read_text()
 
 
 def _sms(tmp_path):

@@ -35,17 +35,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'tiny': a random tiny model, for a seconds-long smoke run (tests).")
 
 
+# The default model's chat format (public; {label} is filled in): with a bare "label: ham" prefix the
+# instruct model writes code. recipes/sms_spam_text.yaml uses the same prompt.
+SMS_PROMPT = "<|im_start|>user\nWrite one {label} SMS text message.<|im_end|>\n<|im_start|>assistant\n"
+
+
 def demo_recipe(args: argparse.Namespace) -> dict:
     """The demo as a recipe (the same format as recipes/*.yaml)."""
     return {
         "name": "demo",
         "data": {"source": "sms_spam", "split": "train", "modality": "text", "text_column": "text",
-                 "label_column": "label", "labels": ["ham", "spam"], "max_records": args.records},
+                 "label_column": "label", "labels": ["ham", "spam"], "prompt_template": SMS_PROMPT,
+                 "max_records": args.records},
         "privacy": {"epsilon": args.epsilon, "unit": "example", "shares": {"label_histogram": 0.05, "training": 0.95}},
         "model": {"name": args.model},
         "lora": {"r": 8, "alpha": 16, "top_layers": 4},  # top layers only: a short backward pass
         "training": {"logical_batch_size": min(64, args.records), "per_device_train_batch_size": 16,
-                     "max_steps": args.steps, "learning_rate": 2e-3, "max_length": 64},
+                     "max_steps": args.steps, "learning_rate": 2e-3, "max_length": 80},
         "generation": {"method": "adapter_sampler", "num_records": args.samples, "max_new_tokens": 48},
         "evaluation": {"enabled": True, "test_split": "test", "max_test_records": 500, "public_only_baseline": True},
         "output": {"dir": args.output_dir},

@@ -108,6 +108,7 @@ class EvaluationSection:
     test_split: str = "test"
     max_test_records: int | None = 500
     public_only_baseline: bool = False  # also generate with the base model and no private data (ε = 0)
+    embeddings: bool = False  # text: also MiniLM Fréchet distance, k-NN precision/recall and TSTR (offline model)
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ class RunSummary:
             lines.append(f"records: {self.num_valid} valid of {self.num_generated} generated "
                          f"(invalid rate {self.invalid_rate:.1%})")
         for name, value in self.headline.items():
-            lines.append(f"{name}: {value}")
+            lines.append(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
         if self.reused:
             lines.append("reused from an earlier run (not re-run, not re-charged): " + ", ".join(self.reused))
         return "\n".join(lines)
@@ -474,8 +474,8 @@ def _evaluate(recipe, codec, synthetic, ledger, out, log, references=None) -> tu
         return {"evaluation": "no valid synthetic record"}, []
     try:
         usable = {k: v for k, v in (references or {}).items() if len(v) > 0}
-        result = evaluate(synthetic, test, codec=codec, embeddings=False, setting=f"ε = {ledger.epsilon_spent():.3g}",
-                          references=usable or None)
+        result = evaluate(synthetic, test, codec=codec, embeddings=recipe.evaluation.embeddings,
+                          setting=f"ε = {ledger.epsilon_spent():.3g}", references=usable or None)
     except Exception as exc:  # e.g. a single class among few synthetic records
         log(f"    evaluation skipped: {exc}")
         return {"evaluation": f"skipped ({type(exc).__name__})"}, []
@@ -492,6 +492,12 @@ def _evaluate(recipe, codec, synthetic, ledger, out, log, references=None) -> tu
             except KeyError:
                 pass
     if result.beats_public_only is not None:
-        headline["DP beat the public-only baseline"] = result.beats_public_only
+        headline[f"DP beat the public-only baseline ({result.primary_metric}, owner-only)"] = result.beats_public_only
+    # Fidelity to the real data (text with embeddings): how real the records look and how much of the
+    # real data they cover, for the DP run and each reference.
+    for metric in result.metrics:
+        if metric.name.startswith(("Fréchet distance", "k-NN precision", "k-NN recall")):
+            where = "" if metric.setting == result.setting else f", {metric.setting}"
+            headline[f"{metric.name}{where} (owner-only)"] = metric.value
     headline["report"] = str(out / "report" / "report.md")
     return headline, result.metrics
