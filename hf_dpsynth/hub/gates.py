@@ -88,6 +88,12 @@ class GateReport:
             raise exc
 
 
+def _contains_canary(text: str, canaries: set[str], min_chars: int) -> bool:
+    if text in canaries:
+        return True
+    return any((len(c) >= min_chars and c in text) or (len(text) >= min_chars and text in c) for c in canaries)
+
+
 def find_verbatim(
     synthetic: Sequence[str],
     private: Iterable[str],
@@ -174,8 +180,9 @@ def check_release(
             report.passed.append("card present, with a valid DP block")
     canary_set = {_normalise(c) for c in canaries}
     if canary_set:
-        hits = [i for i, t in enumerate(synthetic_texts) if _normalise(t) in canary_set
-                or any(c in _normalise(t) for c in canary_set if len(c) >= min_chars)]
+        # Either side may carry the public prompt prefix (saved canaries do, record bodies do not):
+        # a long text of one side inside the other counts.
+        hits = [i for i, t in enumerate(synthetic_texts) if _contains_canary(_normalise(t), canary_set, min_chars)]
         if hits:
             report.failures.append(f"{len(hits)} synthetic record(s) contain an audit canary (first at index {hits[0]}).")
         else:

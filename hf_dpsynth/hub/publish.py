@@ -38,8 +38,9 @@ def _card_text(card: Any) -> str:
 
 def _record_texts(dataset: Any, codec: Any | None) -> list[str]:
     if codec is not None:
-        fields = codec.fields
-        return [codec.encode({f: row[f] for f in fields}) for row in dataset]
+        # The body only: the prompt prefix is public (a template and declared condition values), and
+        # counting its words would make every record "long" and every run of words look copied.
+        return [codec.encode_body({f: row[f] for f in codec.body_fields}) for row in dataset]
     columns = [c for c in dataset.column_names if c not in ("generator", "condition")]
     return [" ".join(str(row[c]) for c in columns) for row in dataset]
 

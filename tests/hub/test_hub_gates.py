@@ -79,6 +79,33 @@ def test_canaries_no_ledger_no_card_and_dp_off_are_refused():
         check_release(["x"], ledger_report=_ledger(), card_text=CARD)
 
 
+CHAT = "<|im_start|>user\nWrite one {label} SMS text message.<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_gates_compare_record_bodies_not_the_public_prompt():
+    # With a long prompt template, an encoded record is long and starts with the same words as every
+    # other record of its label: the gates must read the bodies, or a common short message would
+    # look like a long rare copy (and a saved canary, which carries the prompt, would be missed).
+    from datasets import Dataset
+
+    from hf_dpsynth.data import TextCodec
+    from hf_dpsynth.hub.publish import _record_texts
+
+    codec = TextCodec(conditions={"label": ["ham", "spam"]}, prompt_template=CHAT)
+    common = next(t for t in _common_short_messages() if len(t) < 20)
+    assert len(codec.prompt_for(label="ham") + common) >= 40  # long once the prompt is counted
+    bodies = _record_texts(Dataset.from_dict({"label": ["ham"], "text": [common]}), codec)
+    assert bodies == [common]
+    assert check_release(bodies, ledger_report=_ledger(), card_text=CARD, private_texts=PRIVATE).ok
+    canary_body = "Reminder: glarpo vintu snoobel quaxit plonk"
+    saved_canary = codec.encode({"label": "ham", "text": canary_body})  # how Canaries.save writes it
+    with pytest.raises(PublishRefusedError, match="audit canary"):
+        check_release([canary_body], ledger_report=_ledger(), card_text=CARD, private_texts=PRIVATE, canaries=[saved_canary])
+    # A short synthetic text that happens to occur inside a canary is not a canary.
+    assert check_release(["Reminder:"], ledger_report=_ledger(), card_text=CARD, private_texts=PRIVATE,
+                         canaries=[saved_canary]).ok
+
+
 @pytest.mark.parametrize(
     "name",
     ["checkpoint-10/adapter_model.safetensors", "optimizer.pt", "rng_state_0.pth", "training_args.bin",
