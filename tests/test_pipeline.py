@@ -44,7 +44,7 @@ def test_every_recipe_runs_on_a_tiny_model(path, tmp_path, request):
     assert saved["num_generated"] == summary.num_generated
 
 
-def test_the_text_recipe_reports_fidelity_against_the_public_only_baseline(tmp_path):
+def test_the_text_recipe_reports_fidelity_against_the_public_only_baseline(tmp_path, capsys):
     # The full SMS recipe's claim is about fidelity (MiniLM Fréchet distance, k-NN precision and
     # recall) of the DP records and of the public-only baseline: both reach the summary, owner-only.
     recipe, out = _sms(tmp_path)
@@ -60,6 +60,20 @@ def test_the_text_recipe_reports_fidelity_against_the_public_only_baseline(tmp_p
     report = (out / "report" / "report.md").read_text()
     assert "Fréchet distance" not in report  # computed on the private test split: not in the shareable report
     assert "Fréchet distance" in (out / "report_owner" / "report.md").read_text()
+    # recipes/compare_fidelity.py restates the run's point values, with a bootstrap spread.
+    import runpy
+    import sys
+
+    script = str(Path(__file__).resolve().parents[1] / "recipes" / "compare_fidelity.py")
+    argv, sys.argv = sys.argv, [script, str(out), "--rounds", "3"]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = argv
+    lines = {line.split("  ")[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    recall = lines["k-NN recall"]
+    dp_key = next(k for k in summary.headline if k.startswith("k-NN recall") and "public-only" not in k)
+    assert float(recall[2]) == pytest.approx(summary.headline[dp_key], abs=5e-4)
 
 
 def _sms(tmp_path):
