@@ -127,11 +127,12 @@ class SchemaGuidedDecoder:
 
     def _sample_row(self, prompt: str, rng: np.random.Generator) -> str:
         columns = self.codec.schema.columns
+        start = prompt_ids(self.tokenizer, [prompt])[0]
         body = ""
         for j, (column, (how, what)) in enumerate(zip(columns, self._plans)):
             last = j == len(columns) - 1
             body += ("" if j == 0 else _SEP + " ") + column.name + _IS
-            context = prompt_ids(self.tokenizer, [prompt])[0] + self._ids(body)
+            context = start + self._ids(body)
             if how == "enumerate":
                 scores = self.value_logprobs(context, what, last=last)
                 value = what[_draw(scores / self.temperature, rng)]

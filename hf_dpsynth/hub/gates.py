@@ -31,7 +31,7 @@ from typing import Any
 
 from hf_dpsynth.errors import PublishRefusedError
 
-__all__ = ["GateReport", "VerbatimMatch", "check_folder", "check_release", "find_verbatim"]
+__all__ = ["GateReport", "VerbatimMatch", "check_folder", "check_release", "find_verbatim", "record_texts"]
 
 #: A whole record at least this long (characters, after normalising whitespace) counts as "long".
 MIN_CHARS = 40
@@ -86,6 +86,19 @@ class GateReport:
             )
             exc.report = self  # type: ignore[attr-defined]
             raise exc
+
+
+def record_texts(dataset: Any, codec: Any | None = None) -> list[str]:
+    """Each record of ``dataset`` as the gates read it: the codec's body, or its columns joined.
+
+    The body only: the prompt prefix is public (a template and declared condition values), and
+    counting its words would make every record "long" and every run of words look copied. Synthetic
+    and private records go through this one function, so both sides are compared alike.
+    """
+    if codec is not None:
+        return [codec.encode_body({f: row[f] for f in codec.body_fields}) for row in dataset]
+    columns = [c for c in dataset.column_names if c not in ("generator", "condition")]
+    return [" ".join(str(row[c]) for c in columns) for row in dataset]
 
 
 def _contains_canary(text: str, canaries: set[str], min_chars: int) -> bool:

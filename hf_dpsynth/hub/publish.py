@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_dpsynth.hub.gates import GateReport, check_folder, check_release
+from hf_dpsynth.hub.gates import GateReport, check_folder, check_release, record_texts
 from hf_dpsynth.hub.repo import check_repo_id
 
 __all__ = ["PushResult", "push_adapter", "push_synthetic_dataset"]
@@ -34,15 +34,6 @@ def _card_text(card: Any) -> str:
     if card is None:
         return ""
     return card if isinstance(card, str) else str(card)
-
-
-def _record_texts(dataset: Any, codec: Any | None) -> list[str]:
-    if codec is not None:
-        # The body only: the prompt prefix is public (a template and declared condition values), and
-        # counting its words would make every record "long" and every run of words look copied.
-        return [codec.encode_body({f: row[f] for f in codec.body_fields}) for row in dataset]
-    columns = [c for c in dataset.column_names if c not in ("generator", "condition")]
-    return [" ".join(str(row[c]) for c in columns) for row in dataset]
 
 
 def push_synthetic_dataset(
@@ -86,7 +77,7 @@ def push_synthetic_dataset(
         dataset = load_synthetic(folder)
     text = _card_text(card)
     report: GateReport = check_release(
-        _record_texts(dataset, codec), ledger_report=ledger_report, card_text=text, private_texts=private_texts,
+        record_texts(dataset, codec), ledger_report=ledger_report, card_text=text, private_texts=private_texts,
         canaries=canaries, allow_non_private=allow_non_private,
     )
     from huggingface_hub import HfApi

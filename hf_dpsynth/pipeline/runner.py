@@ -150,10 +150,10 @@ def load_run_recipe(folder: str | os.PathLike[str]) -> Recipe:
 def private_texts(recipe: Recipe) -> list[str]:
     """The run's private records as the codec writes their bodies (for the verbatim gate; owner-side),
     compared with the synthetic records' bodies: the public prompt prefix is left out on both sides."""
-    data = load_recipe_data(recipe)
-    codec = recipe_codec(recipe)
+    from hf_dpsynth.hub.gates import record_texts
+
     # Every record encodes: a run whose preparation refused a record stopped before training.
-    return [codec.encode_body({f: row[f] for f in codec.body_fields}) for row in data]
+    return record_texts(load_recipe_data(recipe), recipe_codec(recipe))
 
 
 def prepare_recipe_data(recipe: Recipe) -> tuple[Any, Any, Any]:

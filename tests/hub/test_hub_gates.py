@@ -89,12 +89,12 @@ def test_gates_compare_record_bodies_not_the_public_prompt():
     from datasets import Dataset
 
     from hf_dpsynth.data import TextCodec
-    from hf_dpsynth.hub.publish import _record_texts
+    from hf_dpsynth.hub.gates import record_texts
 
     codec = TextCodec(conditions={"label": ["ham", "spam"]}, prompt_template=CHAT)
     common = next(t for t in _common_short_messages() if len(t) < 20)
     assert len(codec.prompt_for(label="ham") + common) >= 40  # long once the prompt is counted
-    bodies = _record_texts(Dataset.from_dict({"label": ["ham"], "text": [common]}), codec)
+    bodies = record_texts(Dataset.from_dict({"label": ["ham"], "text": [common]}), codec)
     assert bodies == [common]
     assert check_release(bodies, ledger_report=_ledger(), card_text=CARD, private_texts=PRIVATE).ok
     canary_body = "Reminder: glarpo vintu snoobel quaxit plonk"
