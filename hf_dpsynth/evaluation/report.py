@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +31,8 @@ from hf_dpsynth._io import atomic_write_bytes, atomic_write_text
 from hf_dpsynth.errors import missing_extra
 from hf_dpsynth.evaluation.metric import Metric
 
-__all__ = ["DEFAULT_NOT_COVERED", "OWNER_ONLY_HEADING", "PLOT_KINDS", "PlotKind", "Report"]
+__all__ = ["DEFAULT_NOT_COVERED", "OWNER_ONLY_HEADING", "PLOT_KINDS", "PlotKind", "Report", "ceil_significant",
+           "format_bound", "format_value"]
 
 PlotKind = Literal["privacy_utility", "score_histogram", "marginal_bars"]
 PLOT_KINDS: tuple[str, ...] = ("privacy_utility", "score_histogram", "marginal_bars")
@@ -369,6 +371,29 @@ def format_value(value: Any) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def ceil_significant(value: float, digits: int = 3) -> float:
+    """``value`` rounded *up* to ``digits`` significant digits (infinities unchanged).
+
+    Float noise is removed first (12 significant digits: 0.1 × 3 = 0.30000000000000004 stays 0.3);
+    that lowers a value by at most 1e-12 relative, far below any accountant's error.
+    """
+    x = float(value)
+    if math.isinf(x) or math.isnan(x) or x == 0:
+        return x
+    number = Decimal(f"{x:.12g}")
+    quantum = Decimal(1).scaleb(number.adjusted() - digits + 1)
+    return float(number.quantize(quantum, rounding=ROUND_CEILING))
+
+
+def format_bound(value: Any) -> str:
+    """A privacy bound (ε, δ, e^ε) as :func:`format_value` shows it, but rounded *up* at the shown
+    precision (3 significant digits): the text never understates the bound."""
+    value = _ledger_number(value)
+    if value is None or isinstance(value, (str, bool)) or isinstance(value, numbers.Integral):
+        return format_value(value)
+    return format_value(ceil_significant(value))
+
+
 def _ledger_number(value: Any) -> Any:
     """A number from a ledger dict, where infinities are written ``"inf"``."""
     if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", "infinity"):
@@ -411,12 +436,13 @@ def _privacy_blocks(privacy: Mapping[str, Any] | None, not_covered: Sequence[str
         adjacency_words = "add/remove one" if adjacency == "add_or_remove_one" else adjacency
         accountant = privacy.get("accountant")
         num_units = privacy.get("num_units")
-        epsilon_line = f"- **ε** = {format_value(spent)}"
+        # ε and δ are bounds: rounded up at the shown precision, never to nearest (that could understate).
+        epsilon_line = f"- **ε** = {format_bound(spent)}"
         if budget is not None:
-            epsilon_line += f" (budget {format_value(budget)})"
+            epsilon_line += f" (budget {format_bound(budget)})"
         lines = [
             epsilon_line,
-            f"- **δ** = {format_value(privacy['delta'])}",
+            f"- **δ** = {format_bound(privacy['delta'])}",
             (f"- **Privacy unit**: one {escape_markdown(unit)} ({adjacency_words} adjacency: neighbouring datasets "
              f"differ by all records of one {escape_markdown(unit)})"),
             f"- **N** (privacy units) = {format_value(num_units)}",
@@ -435,9 +461,8 @@ def _privacy_blocks(privacy: Mapping[str, Any] | None, not_covered: Sequence[str
                     str(stage.get("name", "")),
                     str(stage.get("kind", "")),
                     format_value(stage.get("share")) if stage.get("share") is not None else "-",
-                    format_value(_ledger_number(stage["epsilon_budget"]))
-                    if stage.get("epsilon_budget") is not None else "-",
-                    format_value(_ledger_number(stage.get("epsilon_spent"))),
+                    format_bound(stage["epsilon_budget"]) if stage.get("epsilon_budget") is not None else "-",
+                    format_bound(stage.get("epsilon_spent")),
                 )
                 for stage in stages
             ]

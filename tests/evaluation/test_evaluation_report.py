@@ -150,8 +150,12 @@ def test_markdown_is_valid_with_privacy_block_sections_and_formatted_numbers(led
     ]
     assert (3, "Not covered by the guarantee") in headings
 
-    def three_digits(x: float) -> str:
-        return f"{float(f'{x:.3g}'):g}"
+    def three_digits(x: float) -> str:  # rounded up at 3 significant digits (a bound is never understated)
+        import decimal
+
+        number = decimal.Decimal(f"{x:.12g}")
+        quantum = decimal.Decimal(1).scaleb(number.adjusted() - 2)
+        return f"{float(number.quantize(quantum, rounding=decimal.ROUND_CEILING)):g}"
 
     assert f"**ε** = {three_digits(ledger_report['epsilon_spent'])} (budget 4)" in text
     assert "**δ** = 1e-6" in text
@@ -175,6 +179,28 @@ def test_markdown_is_valid_with_privacy_block_sections_and_formatted_numbers(led
     assert audit[("p-value", "")][2] == "1.23e-7"
     assert audit[("mean length", "")][2] == "123,000"
     assert audit[("not measured", "")][2] == "n/a"
+
+
+def test_epsilon_and_delta_are_rounded_up_never_to_nearest(ledger_report):
+    # 1.2341 shows as 1.23 when rounded to nearest: that would understate the bound.
+    privacy = {**ledger_report, "epsilon_spent": 1.2341, "delta": 1.2341e-6,
+               "stages": [{**ledger_report["stages"][0], "epsilon_spent": 0.50011},
+                          {**ledger_report["stages"][1], "epsilon_spent": 1.0301}]}
+    text = Report("rounding", privacy=privacy).to_markdown()
+    eps = re.search(r"\*\*ε\*\* = ([^ ]+) \(budget ([^)]+)\)", text)
+    delta = re.search(r"\*\*δ\*\* = (\S+)", text).group(1)
+    # Oracle: each shown number is at least the true value and within 1% of it (3 significant digits).
+    for shown, true in ((eps.group(1), 1.2341), (delta, 1.2341e-6)):
+        assert true <= float(shown) <= true * 1.01, (shown, true)
+    assert (eps.group(1), delta) == ("1.24", "1.24e-6")
+    _, tables = parse_markdown(text)
+    stages = {row[0]: row for row in _rows(tables, "Privacy guarantee").values()}
+    for stage in privacy["stages"]:
+        shown = float(stages[stage["name"]][4])
+        assert stage["epsilon_spent"] <= shown <= stage["epsilon_spent"] * 1.01
+    # exact values and float noise are not pushed up a digit
+    assert report_module.format_bound(0.1 * 3) == "0.3" and report_module.format_bound(1e-6) == "1e-6"
+    assert report_module.format_bound(4.0) == "4" and report_module.format_bound(math.inf) == "∞"
 
 
 def test_not_covered_has_the_defaults_and_is_settable(ledger_report):
