@@ -535,14 +535,15 @@ class DPSynthTrainer(Trainer):
             self._run_id = uuid.uuid4().hex
         self._seeds = seeds
         self._steps_run = set()
-        self._refuse_forgetting_earlier_spend()
         self._charge_training()
 
     def _charge_training(self) -> None:
         """Charge all T steps of this run, fix the accountant the ledger settled on, persist the ledger.
 
-        Privacy: runs before the first step; a refused charge raises before anything is trained.
+        Privacy: runs before the first step; a refused charge raises before anything is trained. The
+        ledger file in output_dir is only ever replaced by a ledger holding all of its charges.
         """
+        self._refuse_forgetting_earlier_spend(os.path.join(self.args.output_dir, LEDGER_FILE))
         self.ledger.charge(
             self._stage,
             self._training_event(),
@@ -557,20 +558,26 @@ class DPSynthTrainer(Trainer):
             os.makedirs(self.args.output_dir, exist_ok=True)
             self.ledger.save(os.path.join(self.args.output_dir, LEDGER_FILE))
 
-    def _refuse_forgetting_earlier_spend(self) -> None:
-        """Never overwrite the ledger of an earlier run in output_dir with one that does not hold its charges."""
-        path = os.path.join(self.args.output_dir, LEDGER_FILE)
+    def _refuse_forgetting_earlier_spend(self, path: str) -> None:
+        """Refuse to charge when the ledger at ``path`` holds charges this trainer's ledger does not.
+
+        Called before every charge (a new run, or a resumed run re-recorded into a fresh ledger), so
+        neither the in-memory ledger nor the file is touched when it refuses. This run's own training
+        charge counts as held: re-recording it is what a resume with a fresh ledger does.
+        """
         if not os.path.isfile(path):
             return
         earlier = PrivacyLedger.load(path)
-        mine = {_charge_key(c) for c in self.ledger.charges}
+        mine = {_charge_key(c) for c in self.ledger.charges} | {(self._stage, self._run_id)}
         missing = [c for c in earlier.charges if _charge_key(c) not in mine]
         if missing:
+            stages = sorted({c.stage for c in missing})
             raise CheckpointError(
-                f"{path} records an earlier run that spent ε = {earlier.epsilon_spent():.4g} on the same data "
-                f"({len(missing)} charge(s) this trainer's ledger does not hold). Overwriting it would forget that "
-                "spend. Resume that run (train(resume_from_checkpoint=...)), pass ledger=PrivacyLedger.load(path) "
-                "to charge a new run on top of it, or use another output_dir for unrelated data."
+                f"{path} records an earlier run whose ledger spent ε = {earlier.epsilon_spent():.4g} on the same "
+                f"data, with {len(missing)} charge(s) (stages {stages}) that this trainer's ledger does not hold. "
+                "Writing this trainer's ledger in its place would forget that spend. Pass "
+                "ledger=PrivacyLedger.load(path) (to resume that run, or to charge a new run on top of it), or "
+                "use another output_dir for unrelated data."
             )
 
     def _restore_run(self, checkpoint: str) -> None:
@@ -608,7 +615,9 @@ class DPSynthTrainer(Trainer):
         )
         if not already:
             # A fresh process with a fresh ledger: the spend of the interrupted run is re-recorded (not
-            # re-spent), so the ledger shows what this release really spent.
+            # re-spent), so the ledger shows what this release really spent; refused if the checkpoint's
+            # ledger (or output_dir's, checked in _charge_training) knew of other charges.
+            self._refuse_forgetting_earlier_spend(os.path.join(checkpoint, LEDGER_FILE))
             self._charge_training()
 
     def _save_checkpoint(self, model, trial):

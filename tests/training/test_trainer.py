@@ -488,3 +488,47 @@ def test_a_trainable_weight_used_outside_its_layer_is_refused(tmp_path):
     )
     with pytest.raises(UnsupportedModelError, match="do not add up"):
         trainer.train()
+
+
+def test_resume_with_a_fresh_ledger_never_forgets_an_earlier_charge(tmp_path):
+    """output_dir's ledger holds a histogram charge and the training charge; a resume that re-records only
+    the training charge into a fresh ledger would overwrite it and forget the histogram's spend."""
+    from hf_dpsynth.privacy import default_delta
+
+    # σ fixed and δ the trainer's default, so that a fresh-ledger resume has the checkpoint's exact plan and
+    # reaches the re-recording (not the "different DP settings" refusal).
+    ledger = PrivacyLedger(epsilon=10.0, delta=default_delta(30), privacy_unit="example", num_units=30)
+    ledger.charge("label_histogram", gaussian_event(noise_multiplier=20.0), metadata={"mechanism": "histogram"})
+    first = make_trainer(tmp_path, n=30, max_steps=2, save_strategy="steps", save_steps=1, ledger=ledger,
+                         target_epsilon=None, noise_multiplier=1.0)
+    first.train()
+    out = tmp_path / "out"
+    ledger_file = out / "privacy_ledger.json"
+    saved = ledger_file.read_bytes()
+    assert sorted(c.stage for c in PrivacyLedger.load(ledger_file).charges) == ["label_histogram", "training"]
+    checkpoint = str(out / "checkpoint-1")
+
+    fresh = make_trainer(tmp_path, n=30, max_steps=2, save_strategy="steps", save_steps=1,
+                         target_epsilon=None, noise_multiplier=1.0)
+    with pytest.raises(CheckpointError, match="label_histogram"):
+        fresh.train(resume_from_checkpoint=checkpoint)
+    assert ledger_file.read_bytes() == saved  # the file is unchanged
+    assert fresh.ledger.charges == ()  # refused before the re-recording, not after
+
+    # output_dir's ledger lost: the checkpoint's own ledger still knows the histogram charge.
+    ledger_file.unlink()
+    again = make_trainer(tmp_path, n=30, max_steps=2, target_epsilon=None, noise_multiplier=1.0)
+    with pytest.raises(CheckpointError, match="label_histogram"):
+        again.train(resume_from_checkpoint=checkpoint)
+    assert not ledger_file.exists()
+    ledger_file.write_bytes(saved)
+
+    # Resuming with the loaded ledger continues the run: both charges kept, nothing charged twice.
+    loaded = PrivacyLedger.load(ledger_file)
+    resumed = make_trainer(tmp_path, n=30, max_steps=2, save_strategy="steps", save_steps=1, ledger=loaded,
+                           target_epsilon=None, noise_multiplier=1.0)
+    resumed.train(resume_from_checkpoint=checkpoint)
+    assert resumed.state.global_step == 2
+    kept = PrivacyLedger.load(ledger_file)
+    assert sorted(c.stage for c in kept.charges) == ["label_histogram", "training"]
+    assert kept.epsilon_spent() == pytest.approx(first.ledger.epsilon_spent(), rel=1e-12)
