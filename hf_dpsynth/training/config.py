@@ -11,6 +11,22 @@ from transformers import TrainingArguments
 from hf_dpsynth.errors import DPConfigError, InvalidPrivacyParameterError
 
 
+_HUB_REFUSAL = (
+    "{given} would make the Trainer upload output_dir and its checkpoints, which hold the secret sampling and "
+    "noise seeds of the run (private). Leave push_to_hub=False and publish with trainer.push_to_hub(repo_id) or "
+    "hf_dpsynth.hub.push_adapter, which upload the adapter alone with its DP card, behind the safety gates."
+)
+
+
+def refuse_hub_uploads(args: TrainingArguments) -> None:
+    """Refuse the Trainer's own Hub uploads (``push_to_hub=True``, whatever ``hub_strategy``): they
+    would publish checkpoints holding the run's secret seeds (DP_CORRECTNESS 27)."""
+    if getattr(args, "push_to_hub", False):
+        strategy = getattr(args, "hub_strategy", None)
+        strategy = getattr(strategy, "value", strategy)
+        raise DPConfigError(_HUB_REFUSAL.format(given=f"push_to_hub=True (hub_strategy={strategy!r})"))
+
+
 @dataclass
 class DPSynthConfig(TrainingArguments):
     """Training arguments for :class:`~hf_dpsynth.DPSynthTrainer`.
@@ -81,6 +97,10 @@ class DPSynthConfig(TrainingArguments):
         metadata={"help": "Must stay False: each example's loss is normalised by its own tokens only."},
     )
 
+    def set_push_to_hub(self, *args, **kwargs):
+        # The Trainer's own push uploads output_dir and checkpoints (secret seeds): refused like push_to_hub=True.
+        raise DPConfigError(_HUB_REFUSAL.format(given="set_push_to_hub() (push_to_hub=True)"))
+
     def to_dict(self) -> dict:
         # What the Trainer sends to trackers and logs: a reproducibility seed of the DP randomness
         # must never be published (it reveals the draws and the noise).
@@ -109,11 +129,7 @@ class DPSynthConfig(TrainingArguments):
                 "step is one Poisson draw, already processed in as many physical chunks as it needs. Set "
                 "logical_batch_size= for a larger batch and keep gradient_accumulation_steps=1."
             )
-        if self.push_to_hub:
-            raise DPConfigError(
-                "push_to_hub=True would upload checkpoints that hold the sampling and noise RNG states, which "
-                "are private. Publish the adapter and data with hf_dpsynth.hub instead."
-            )
+        refuse_hub_uploads(self)
         if self.load_best_model_at_end:
             raise DPConfigError(
                 "load_best_model_at_end=True selects a checkpoint by its score on evaluation data; on private "
