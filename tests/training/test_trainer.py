@@ -532,3 +532,63 @@ def test_resume_with_a_fresh_ledger_never_forgets_an_earlier_charge(tmp_path):
     kept = PrivacyLedger.load(ledger_file)
     assert sorted(c.stage for c in kept.charges) == ["label_histogram", "training"]
     assert kept.epsilon_spent() == pytest.approx(first.ledger.epsilon_spent(), rel=1e-12)
+
+
+def _own_token_gradients(model, names, examples):
+    """Oracle: each example alone (unpadded, batch of one), its mean next-token NLL over its own target
+    tokens, differentiated by plain autograd."""
+    params = dict(model.named_parameters())
+    grads = []
+    for ids, labels in zip(examples.input_ids, examples.labels):
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+        targets = torch.tensor(labels)[1:]
+        mask = targets != -100
+        loss = torch.nn.functional.cross_entropy(logits[mask], targets[mask])
+        grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, [params[n] for n in names])]))
+    return torch.stack(grads)
+
+
+def test_add_remove_one_example_with_a_partly_binding_clip_through_the_trainer(tmp_path):
+    """Row 4 with a clip that binds for some examples only: a batch-level normalisation (tokens in the
+    chunk, num_items_in_batch) would change the unclipped examples' contributions when one is removed."""
+    def run(path, dataset, clip):
+        capture = GradCapture()
+        trainer = make_trainer(tmp_path / path, dataset=dataset, logical_batch_size=len(dataset), max_steps=1,
+                               per_device_train_batch_size=4, callbacks=[capture], per_example_max_grad_norm=clip,
+                               noise_multiplier=0.0, target_epsilon=None)
+        return trainer, capture
+
+    ds = make_dataset(12, seed=5)  # 3 to 11 words: different token counts, 3 chunks of 4
+    untrained, _ = run("untrained", ds, clip=1.0)
+    names = [n for n, p in untrained.model.named_parameters() if p.requires_grad]
+    oracle = _own_token_gradients(untrained.model, names, untrained._examples)  # at the adapter's initial weights
+    norms = oracle.norm(dim=1)
+    clip = float(norms.median())
+    factor = (clip / norms).clamp(max=1.0)
+    clipped = (norms > clip).nonzero().flatten().tolist()
+    unclipped = (norms < clip).nonzero().flatten().tolist()
+    assert len(clipped) >= 3 and len(unclipped) >= 3
+
+    def pre_noise_sum(trainer, capture):
+        trainer.train()
+        assert trainer.plan.sampling_probability == 1.0  # every example in the one step
+        return torch.cat([capture.grads[0][n].reshape(-1) for n in names]) * trainer.plan.expected_batch_size
+
+    full, capture = run("full_clipped", ds, clip=clip)
+    total = pre_noise_sum(full, capture)
+    expected = (factor[:, None] * oracle).sum(dim=0)
+    scale = float(expected.norm())
+    torch.testing.assert_close(total, expected, rtol=1e-4, atol=1e-5 * scale)
+
+    # Remove the first clipped and the first unclipped example (later examples move to other chunks).
+    for k in (clipped[0], unclipped[0]):
+        keep = [i for i in range(12) if i != k]
+        minus, capture = run(f"minus_{k}", ds.select(keep), clip=clip)
+        assert minus._examples.input_ids == [full._examples.input_ids[i] for i in keep]
+        reduced = pre_noise_sum(minus, capture)
+        # The others' contributions are unchanged: the sum without k is the oracle's sum over the others.
+        torch.testing.assert_close(reduced, (factor[keep, None] * oracle[keep]).sum(dim=0), rtol=1e-4,
+                                   atol=1e-5 * scale)
+        moved = float((total - reduced).norm())
+        assert moved <= clip * (1 + 1e-4)
+        assert moved == pytest.approx(min(clip, float(norms[k])), rel=1e-3)
