@@ -17,6 +17,7 @@ import math
 import numbers
 import os
 import platform
+import secrets
 from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -67,6 +68,12 @@ _PRIVACY_UNITS = ("example", "user")
 _SLACK = 1e-9  # relative tolerance for float noise in the budget checks; nothing more
 _FORMAT = "hf_dpsynth.privacy_ledger"
 _FORMAT_VERSION = 1
+
+
+def new_charge_id() -> str:
+    """A fresh random charge id (128 bits from the OS)."""
+    return secrets.token_hex(16)
+
 _AccountantSource = Literal["given", "plan", "first_charge"]
 
 
@@ -80,15 +87,23 @@ class StagePlan:
 
 @dataclasses.dataclass(frozen=True)
 class Charge:
-    """One recorded charge: the stage, its dp-accounting event, metadata and when it was made."""
+    """One recorded charge: the stage, its dp-accounting event, metadata and when it was made.
+
+    ``id`` is random (not a secret: it identifies the charge, nothing of the mechanism's
+    randomness). An output saved by a pipeline records the ids of the charges that paid for it,
+    so that reusing it later can be matched to those charges in the loaded ledger
+    (DP_CORRECTNESS row 31).
+    """
 
     stage: str
     event: dp_accounting.DpEvent
     metadata: Mapping[str, Any]
     timestamp: str
+    id: str = dataclasses.field(default_factory=lambda: new_charge_id())
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "stage": self.stage,
             "event": event_to_dict(self.event),
             "metadata": _json_copy(self.metadata),
@@ -401,6 +416,10 @@ class PrivacyLedger:
             raise PrivacyBudgetExceededError(proposal.refusal)
         timestamp = datetime.datetime.now(datetime.timezone.utc).isoformat()
         return self._commit(proposal, Charge(proposal.stage, event, meta, timestamp))
+
+    def charge_ids(self, stage: str | None = None) -> tuple[str, ...]:
+        """The ids of every charge (or of one stage's charges), in the order they were made."""
+        return tuple(c.id for c in self._charges if stage is None or c.stage == stage)
 
     def would_exceed(self, stage: str, event: dp_accounting.DpEvent) -> bool:
         """Whether :meth:`charge` would refuse ``event`` for budget reasons (nothing is spent).
@@ -755,7 +774,16 @@ class PrivacyLedger:
                 proposal = ledger._propose(
                     record["stage"], event, privacy_unit=None, num_units=None, check_budget=False
                 )
-                ledger._commit(proposal, Charge(record["stage"], event, meta, record["timestamp"]))
+                charge_id = record.get("id")
+                if not isinstance(charge_id, str) or not charge_id:
+                    raise LedgerFormatError(
+                        f"Charge {len(ledger._charges)} of stage {record['stage']!r} has no id; this ledger was "
+                        "written by an older hf_dpsynth, whose outputs cannot be matched to their charges. "
+                        "Start the release again in a new folder."
+                    )
+                if any(c.id == charge_id for c in ledger._charges):
+                    raise LedgerFormatError(f"Charge id {charge_id!r} appears twice in the ledger.")
+                ledger._commit(proposal, Charge(record["stage"], event, meta, record["timestamp"], charge_id))
         except (KeyError, TypeError) as exc:
             raise LedgerFormatError(
                 f"Malformed privacy ledger: missing or bad field {exc}."

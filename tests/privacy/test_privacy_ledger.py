@@ -501,3 +501,31 @@ def test_unsupported_events_are_refused_by_the_ledger():
         ledger.charge("training", dpa.LaplaceDpEvent(1.0))
     with pytest.raises(UnsupportedEventError):
         ledger.charge("training", "gaussian")  # type: ignore[arg-type]
+
+
+def test_each_charge_has_a_random_id_that_survives_save_and_load(tmp_path):
+    # Row 31: outputs are matched to their charges by id, so ids must be unique, unpredictable
+    # across ledgers, and exactly what was saved.
+    def charged():
+        ledger = PrivacyLedger(epsilon=5.0, delta=DELTA, num_units=40_000)
+        ledger.plan({"label_histogram": 0.2, "training": 0.8})
+        ledger.charge("label_histogram", gaussian_event(noise_multiplier=10.0))
+        ledger.charge("training", _dpsgd(1.5, 0.01, 100))
+        return ledger
+
+    first, second = charged(), charged()
+    ids = first.charge_ids()
+    assert len(set(ids)) == 2 and all(len(i) == 32 for i in ids)
+    assert not set(ids) & set(second.charge_ids())  # the same spend in another ledger: other ids
+    assert first.charge_ids("training") == (first.charges[1].id,)
+    path = tmp_path / "ledger.json"
+    first.save(path)
+    assert PrivacyLedger.load(path).charge_ids() == ids
+
+    data = json.loads(path.read_text())
+    del data["charges"][0]["id"]
+    with pytest.raises(LedgerFormatError, match="has no id"):
+        PrivacyLedger.from_dict(data)
+    data["charges"][0]["id"] = data["charges"][1]["id"]
+    with pytest.raises(LedgerFormatError, match="appears twice"):
+        PrivacyLedger.from_dict(data)
