@@ -100,6 +100,16 @@ class CardError(DPSynthError, ValueError):
     """A DP dataset or model card is malformed or its privacy block does not validate."""
 
 
+class ReusedOutputError(DPSynthError, RuntimeError):
+    """A saved output cannot be reused: the charge that paid for it is not in the loaded ledger
+    (deleted, replaced, another run's), or the output changed after it was charged. Reusing it
+    would release it with an understated ε."""
+
+
+class ClaimRefutedError(DPSynthError, RuntimeError):
+    """A charged privacy audit refuted the release's claim (ε̂ > ε): the release stops."""
+
+
 class CheckpointError(DPSynthError, RuntimeError):
     """A checkpoint cannot be resumed without replaying or losing privacy-relevant state."""
 

@@ -29,12 +29,12 @@ def main() -> None:
 
     from hf_dpsynth.evaluation.embeddings import embed_texts
     from hf_dpsynth.evaluation.text import frechet_distance, knn_precision_recall
-    from hf_dpsynth.pipeline.runner import load_recipe_data, load_run_recipe, load_synthetic
+    from hf_dpsynth.pipeline.data import load_test_data
+    from hf_dpsynth.pipeline.runner import load_run_recipe, load_synthetic
 
     run = Path(args.run_dir)
     recipe = load_run_recipe(run)
-    e = recipe.evaluation
-    test = load_recipe_data(recipe.with_overrides(data={"split": e.test_split, "max_records": e.max_test_records}))
+    test = load_test_data(recipe)
     column = recipe.data.text_column
     real = embed_texts(list(test[column]))
     sets = {name: embed_texts(list(load_synthetic(run / name)[column])) for name in ("synthetic", "public_only")}

@@ -187,7 +187,7 @@ def test_a_run_that_crashed_during_training_resumes_from_its_checkpoint(tmp_path
     assert summary.epsilon_spent == pytest.approx(charged.epsilon_spent())
 
 
-def test_train_generate_evaluate_commands_share_one_run(tmp_path):
+def test_train_generate_evaluate_commands_share_one_run(tmp_path, capsys):
     from hf_dpsynth.cli.main import main
 
     out = tmp_path / "run"
@@ -201,9 +201,15 @@ def test_train_generate_evaluate_commands_share_one_run(tmp_path):
     assert main(["evaluate", str(out), "--max-test-records", "50"]) == 0
     assert main(["card", str(out)]) == 0
     assert [c.stage for c in PrivacyLedger.load(out / "privacy_ledger.json").charges] == charges == ["label_histogram", "training"]
+    capsys.readouterr()
+    # A user error is one message and exit status 2, not a traceback (--debug shows it).
+    pp = [str(RECIPES[[p.stem for p in RECIPES].index("sms_spam_private_prediction")]), "--model", "tiny",
+          "--output-dir", str(tmp_path / "pp")]
+    assert main(["train", *pp]) == 2
+    err = capsys.readouterr().err
+    assert "no training stage" in err and "Traceback" not in err
     with pytest.raises(DPConfigError, match="no training stage"):
-        main(["train", str(RECIPES[[p.stem for p in RECIPES].index("sms_spam_private_prediction")]), "--model", "tiny",
-              "--output-dir", str(tmp_path / "pp")])
+        main(["--debug", "train", *pp])
 
 
 def test_audit_command_audits_the_recipe_training_as_its_own_run(tmp_path):

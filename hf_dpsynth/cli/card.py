@@ -11,8 +11,9 @@ HELP = "Render a run's DP dataset card (README.md) and adapter card from its led
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="The output folder of `hf-dpsynth run`.")
     parser.add_argument("--include-owner-only", action="store_true",
-                        help="Put owner-only values (metrics on private data) in the cards, labelled as not covered "
-                             "by the DP guarantee. Such cards are for the data owner, not for publishing.")
+                        help="Also render owner-only cards (metrics on private data, labelled as not covered by the "
+                             "DP guarantee) to README.owner.md and adapter.README.owner.md; README.md stays shareable. "
+                             "Owner-only cards are never published.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,5 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from hf_dpsynth.pipeline.runner import load_run_recipe
 
     recipe = load_run_recipe(args.run_dir)
-    run_recipe(recipe, output_dir=args.run_dir, include_owner_only_in_cards=args.include_owner_only)
+    # Never charges: a stage that has not finished is refused (run `hf-dpsynth run` first).
+    run_recipe(recipe, output_dir=args.run_dir, include_owner_only_in_cards=args.include_owner_only,
+               allow_charges=False)
     return 0

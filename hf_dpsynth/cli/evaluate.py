@@ -23,5 +23,6 @@ def run(args: argparse.Namespace) -> int:
     evaluation = {"enabled": True, "public_only_baseline": args.public_only_baseline}
     if args.max_test_records is not None:
         evaluation["max_test_records"] = args.max_test_records
-    run_recipe(recipe.with_overrides(evaluation=evaluation), output_dir=args.run_dir)
+    # Never charges: a stage that has not finished is refused (run `hf-dpsynth run` first).
+    run_recipe(recipe.with_overrides(evaluation=evaluation), output_dir=args.run_dir, allow_charges=False)
     return 0

@@ -22,17 +22,20 @@ def run(args: argparse.Namespace) -> int:
 
     from hf_dpsynth.errors import PublishRefusedError
     from hf_dpsynth.hub.publish import push_adapter, push_synthetic_dataset
-    from hf_dpsynth.pipeline.runner import (
-        LEDGER_FILE,
-        load_run_recipe,
-        private_texts,
-        recipe_codec,
-    )
+    from hf_dpsynth.pipeline.data import private_texts, recipe_codec
+    from hf_dpsynth.pipeline.runner import LEDGER_FILE, load_run_recipe
     from hf_dpsynth.privacy import PrivacyLedger
 
     out = Path(args.run_dir)
     recipe = load_run_recipe(out)
-    ledger = PrivacyLedger.load(out / LEDGER_FILE).report().to_dict()
+    from hf_dpsynth.pipeline.outputs import check_reused_output
+
+    loaded = PrivacyLedger.load(out / LEDGER_FILE)
+    # What goes up must be what the ledger paid for (not data of another run or a replaced ledger).
+    check_reused_output(out / "synthetic", loaded, ledger_path=out / LEDGER_FILE)
+    if args.adapter_repo_id:
+        check_reused_output(out / "adapter", loaded, ledger_path=out / LEDGER_FILE)
+    ledger = loaded.report().to_dict()
     card = (out / "README.md").read_text(encoding="utf-8") if (out / "README.md").is_file() else None
     try:
         result = push_synthetic_dataset(

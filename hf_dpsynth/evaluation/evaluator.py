@@ -16,7 +16,7 @@ Privacy: the metrics are not DP. What may be published is decided per metric:
 * the real test set is public only if you say so (``test_is_public``); otherwise every metric
   that reads it is owner-only;
 * a synthetic set is publishable when it is the DP run or the public-only run (its key contains
-  ``"public-only"``); every other reference (``ε = ∞``, or anything evaluate cannot verify was a
+  ``"public-only"``, or ``"public model + DP"`` when its labels came from the DP histogram); every other reference (``ε = ∞``, or anything evaluate cannot verify was a
   DP release) and the real ceiling are owner-only whatever the test set;
 * the invalid rate and the diversity of a publishable synthetic set (distinct-n) read no real
   data: shareable.
@@ -43,6 +43,14 @@ __all__ = ["PUBLIC_ONLY", "EvaluationResult", "add_privacy_utility_curve", "eval
 
 #: A reference whose key contains this is the public-only baseline (ε = 0: no private data used).
 PUBLIC_ONLY = "public-only"
+#: A reference whose key contains this is the public baseline whose labels came from a DP histogram.
+PUBLIC_MODEL = "public model + DP"
+_BASELINE_MARKERS = (PUBLIC_ONLY, PUBLIC_MODEL)
+
+
+def is_public_baseline(name: str) -> bool:
+    """Whether a reference key names the public baseline (public-only, or public model + DP labels)."""
+    return any(marker in name for marker in _BASELINE_MARKERS)
 GENERATION_SECTION = "generation"
 _MODALITIES = ("text", "tabular", "image")
 
@@ -214,7 +222,7 @@ def evaluate(
     if modality not in _MODALITIES:
         raise SchemaError(f"codec must be a TextCodec, TabularCodec or ImageCodec; got {type(codec).__name__}.")
     references = dict(references or {})
-    public_keys = [k for k in references if PUBLIC_ONLY in k]
+    public_keys = [k for k in references if is_public_baseline(k)]
     if len(public_keys) > 1:
         raise ValueError(f"more than one reference is named {PUBLIC_ONLY!r} ({public_keys}); keep one baseline.")
     clash = [k for k in references if k in (setting, REAL_DATA_SETTING)]
@@ -239,7 +247,7 @@ def evaluate(
     evaluations: dict[str, Any] = {}
     # (setting, dataset, the synthetic set may be published, real_train for the ceiling)
     runs = [(setting, synthetic, True, real_train)]
-    runs += [(name, ds, PUBLIC_ONLY in name, None) for name, ds in references.items()]
+    runs += [(name, ds, is_public_baseline(name), None) for name, ds in references.items()]
     for name, data, publishable, train in runs:
         result = run(data, train)
         evaluations[name] = result

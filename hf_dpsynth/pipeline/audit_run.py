@@ -43,11 +43,8 @@ def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any
 
     from hf_dpsynth.audit import AuditConfig, run_audit
     from hf_dpsynth.evaluation import Report
-    from hf_dpsynth.pipeline.runner import (
-        load_recipe_model,
-        prepare_recipe_data,
-        recipe_lora,
-    )
+    from hf_dpsynth.pipeline.data import prepare_recipe_data
+    from hf_dpsynth.pipeline.runner import load_recipe_model, recipe_lora
     from hf_dpsynth.privacy import calibrate_noise_multiplier, default_delta
     from hf_dpsynth.training import DPSynthConfig, DPSynthTrainer
 

@@ -27,7 +27,10 @@ from typing import Any, Literal
 
 from hf_dpsynth.errors import DPConfigError
 
-__all__ = ["Recipe", "load_recipe"]
+__all__ = ["PACKAGED_SOURCES", "Recipe", "load_recipe", "parse_override"]
+
+#: ``data.source`` values that name data the package reads itself (anything else is a path).
+PACKAGED_SOURCES = ("sms_spam", "digits")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class DataSection:
     image_levels: int | None = None
     max_records: int | None = None
     scrub_pii: bool = True
+    drop_invalid: bool = False  # drop rows that do not fit the codec (counted, owner-only) instead of stopping
     synthetic_user_ids: int | None = None  # test fixtures only: assign N synthetic users round-robin
 
 
@@ -105,7 +109,9 @@ class GenerationSection:
 @dataclass(frozen=True)
 class EvaluationSection:
     enabled: bool = False
-    test_split: str = "test"
+    test_split: str = "test"  # packaged data and UCI Adult folders only
+    test_source: str | None = None  # a file of held-out records (never the training file)
+    holdout: float | None = None  # a public rule keeps this fraction of the units out of every private stage
     max_test_records: int | None = 500
     public_only_baseline: bool = False  # also generate with the base model and no private data (ε = 0)
     embeddings: bool = False  # text: also MiniLM Fréchet distance, k-NN precision/recall and TSTR (offline model)
@@ -121,6 +127,7 @@ class AuditSection:
     controls: bool = True
     suffix_words: int = 4
     seed: int = 0
+    publish_if_refuted: bool = False  # write cards although the charged audit refuted ε (the cards say ε̂ > ε)
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,8 @@ class Recipe:
         data = self.to_dict()
         data["output"] = {}
         data["hub"] = {}
-        data["evaluation"] = {}  # evaluating or auditing a release does not change it
+        # evaluating or auditing a release does not change it; a holdout decides the training units, so it does
+        data["evaluation"] = {"holdout": self.evaluation.holdout} if self.evaluation.holdout else {}
         data["audit"] = {}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -221,10 +229,40 @@ def _validate(recipe: Recipe) -> None:
         raise DPConfigError("an image recipe needs data.image_shape and data.image_levels.")
     if recipe.privacy.unit == "user" and not (recipe.data.user_id_column and recipe.privacy.max_examples_per_user):
         raise DPConfigError("a user-level recipe needs data.user_id_column and privacy.max_examples_per_user.")
+    e = recipe.evaluation
+    if e.holdout is not None and not (isinstance(e.holdout, (int, float)) and 0 < e.holdout < 1):
+        raise DPConfigError(f"evaluation.holdout must be a fraction in (0, 1), e.g. 0.1; got {e.holdout!r}.")
+    if e.holdout and e.test_source:
+        raise DPConfigError("set evaluation.test_source or evaluation.holdout, not both: the test records come from one place.")
+    if e.enabled and not (e.holdout or e.test_source):
+        from hf_dpsynth.pipeline.data import has_own_test_split, test_split_refusal
+
+        if not has_own_test_split(recipe):
+            raise DPConfigError(test_split_refusal(recipe))
     if recipe.hub.repo_id is not None:
         from hf_dpsynth.hub.repo import check_repo_id
 
         check_repo_id(recipe.hub.repo_id)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"privacy.epsilon=1"`` → ``("privacy", "epsilon", 1.0)``; the value is read as YAML (numbers,
+    booleans, lists, null), so ``--set`` writes what a recipe file would."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not name:
+        raise DPConfigError(f"--set takes SECTION.KEY=VALUE (e.g. privacy.epsilon=1); got {text!r}.")
+    if section not in _SECTIONS:
+        raise DPConfigError(f"--set {text!r}: unknown recipe section {section!r}; valid sections: {list(_SECTIONS)}.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise DPConfigError(f"--set {text!r}: the value is not valid YAML ({exc}).") from exc
+    if section == "privacy" and name == "shares" and not isinstance(value, Mapping):
+        raise DPConfigError(f"--set privacy.shares takes a mapping, e.g. privacy.shares={{training: 1.0}}; got {raw!r}.")
+    return section, name, value
 
 
 def load_recipe(path_or_mapping: str | os.PathLike[str] | Mapping[str, Any]) -> Recipe:

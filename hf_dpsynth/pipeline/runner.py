@@ -24,6 +24,7 @@ checkpoint are both lost runs again and is charged again — never re-run for fr
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -32,13 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from hf_dpsynth._io import atomic_write_json
-from hf_dpsynth.errors import DPConfigError
+from hf_dpsynth.errors import ClaimRefutedError, DPConfigError, ReusedOutputError
+from hf_dpsynth.pipeline.data import load_test_data, prepare_recipe_data
+from hf_dpsynth.pipeline.outputs import LOCK_FILE, RunLock, check_reused_output, record_output
 from hf_dpsynth.pipeline.recipe import Recipe
 
-__all__ = ["RunSummary", "load_run_recipe", "load_synthetic", "private_texts", "run_recipe"]
+__all__ = ["RunSummary", "load_run_recipe", "load_synthetic", "public_baseline_setting", "run_recipe"]
 
 STATE_FILE = "run_state.json"
 PUBLIC_ONLY_SETTING = "public-only (ε = 0)"
+#: The baseline's name when its labels come from the DP label histogram (it then rests on that release).
+PUBLIC_MODEL_DP_LABELS = "public model + DP label distribution"
 LEDGER_FILE = "privacy_ledger.json"
 AUDIT_DIR = "audit"  # a charged audit's results (audit.json holds owner-only control results too)
 
@@ -85,8 +90,6 @@ class _State:
                 )
             self.data = data
         else:
-            if out.exists() and any(out.iterdir()):
-                raise DPConfigError(f"{out} is not empty and holds no run state: choose an empty or new output folder.")
             out.mkdir(parents=True, exist_ok=True)
             self.data = {"name": recipe.name, "fingerprint": fingerprint, "recipe": recipe.to_dict(), "stages": {}}
             self.save()
@@ -102,38 +105,6 @@ class _State:
         atomic_write_json(self.path, self.data)
 
 
-def load_recipe_data(recipe: Recipe) -> Any:
-    d = recipe.data
-    if d.source == "sms_spam":
-        from hf_dpsynth.resources import load_sms_spam
-
-        data = load_sms_spam(d.split or "train")
-    elif d.source == "digits":
-        from hf_dpsynth.data.sources import load_digits_images
-
-        data = load_digits_images()
-    elif d.modality == "tabular" and d.schema == "adult":
-        from hf_dpsynth.data.sources import load_uci_adult
-
-        if not os.path.exists(d.source):
-            raise DPConfigError(f"data.source {d.source!r} does not exist: give the UCI Adult folder or file.")
-        data = load_uci_adult(d.source, split=d.split or "train")
-    else:
-        from hf_dpsynth.data.loading import load_records
-
-        if not os.path.exists(d.source):
-            raise DPConfigError(f"data.source {d.source!r} does not exist.")
-        data = load_records(d.source, split=d.split)
-    if d.drop_columns:
-        data = data.remove_columns(list(d.drop_columns))
-    if d.max_records is not None:
-        data = data.select(range(min(d.max_records, len(data))))  # the first rows: a public choice
-    if d.synthetic_user_ids:
-        # Test fixture only: the packaged data has no user column, so users are assigned round-robin.
-        data = data.add_column("user", [f"user{i % d.synthetic_user_ids}" for i in range(len(data))])
-    return data
-
-
 def load_run_recipe(folder: str | os.PathLike[str]) -> Recipe:
     """The recipe a run folder was produced with (from its run_state.json)."""
     from hf_dpsynth.pipeline.recipe import load_recipe
@@ -145,46 +116,6 @@ def load_run_recipe(folder: str | os.PathLike[str]) -> Recipe:
     if "recipe" not in data:
         raise DPConfigError(f"{path} predates recipe recording; rerun the recipe into a new folder.")
     return load_recipe(data["recipe"])
-
-
-def private_texts(recipe: Recipe) -> list[str]:
-    """The run's private records as the codec writes their bodies (for the verbatim gate; owner-side),
-    compared with the synthetic records' bodies: the public prompt prefix is left out on both sides."""
-    from hf_dpsynth.hub.gates import record_texts
-
-    # Every record encodes: a run whose preparation refused a record stopped before training.
-    return record_texts(load_recipe_data(recipe), recipe_codec(recipe))
-
-
-def prepare_recipe_data(recipe: Recipe) -> tuple[Any, Any, Any]:
-    """The recipe's records, its codec, and the prepared (bounded, scrubbed, encoded) training data."""
-    from hf_dpsynth.data import prepare_dataset
-
-    d, p = recipe.data, recipe.privacy
-    data = load_recipe_data(recipe)
-    codec = recipe_codec(recipe)
-    prepared = prepare_dataset(
-        data, codec, privacy_unit=p.unit, user_id_column=d.user_id_column if p.unit == "user" else None,
-        max_examples_per_user=p.max_examples_per_user if p.unit == "user" else None, scrub_pii=d.scrub_pii,
-    )
-    return data, codec, prepared
-
-
-def recipe_codec(recipe: Recipe) -> Any:
-    from hf_dpsynth.data import ImageCodec, TabularCodec, TabularSchema, TextCodec
-    from hf_dpsynth.data.sources import adult_schema
-
-    d = recipe.data
-    conditions = {d.label_column: list(d.labels)} if d.label_column and d.labels else None
-    template = d.prompt_template
-    if d.modality == "text":
-        return TextCodec(d.text_column, conditions=conditions, prompt_template=template)
-    if d.modality == "tabular":
-        schema = adult_schema() if d.schema == "adult" else TabularSchema.from_dict(d.schema)
-        if d.drop_columns:
-            schema = schema.select([n for n in schema.names if n not in d.drop_columns])
-        return TabularCodec(schema, prompt_template=template)
-    return ImageCodec(tuple(d.image_shape), int(d.image_levels), conditions=conditions, prompt_template=template)
 
 
 def load_recipe_model(recipe: Recipe) -> tuple[Any, Any]:
@@ -235,22 +166,51 @@ def load_synthetic(folder: str | os.PathLike[str]) -> Any:
 
 def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = None, progress: bool = True,
                log: Callable[[str], None] = print, stop_after: str | None = None,
-               include_owner_only_in_cards: bool = False) -> RunSummary | None:
+               include_owner_only_in_cards: bool = False, allow_charges: bool = True) -> RunSummary | None:
     """Run ``recipe`` (resuming whatever an earlier run in the same folder finished).
 
     ``stop_after="training"`` stops once the adapter is saved (``hf-dpsynth train``); the
-    returned summary is then None. Cards carry owner-only values only with
-    ``include_owner_only_in_cards`` (and then say so).
+    returned summary is then None. ``include_owner_only_in_cards`` also renders owner-only cards
+    (``README.owner.md``, ``adapter.README.owner.md``: never published); ``README.md`` stays
+    shareable. ``allow_charges=False`` (``hf-dpsynth evaluate`` and ``card``) never charges: a
+    stage that would have to run a mechanism is refused instead.
+
+    Privacy: every reused output is matched to its charge in the loaded ledger (see
+    :mod:`hf_dpsynth.pipeline.outputs`); one process at a time uses a run folder.
     """
     if stop_after not in (None, "training"):
         raise DPConfigError(f"stop_after must be None or 'training'; got {stop_after!r}.")
     if stop_after == "training" and recipe.generation.method != "adapter_sampler":
         raise DPConfigError("this recipe has no training stage (its generator is private prediction).")
+    out = Path(output_dir or recipe.output.dir).resolve()
+    if not allow_charges and not (out / STATE_FILE).is_file():
+        raise DPConfigError(f"{out} holds no run ({STATE_FILE} is missing): run `hf-dpsynth run` first.")
+    _check_new_folder(out)
+    with RunLock(out):
+        return _run_locked(recipe, out, progress=progress, log=log, stop_after=stop_after,
+                           include_owner_only=include_owner_only_in_cards, allow_charges=allow_charges)
+
+
+def _check_new_folder(out: Path) -> None:
+    if (out / STATE_FILE).is_file() or not out.exists():
+        return
+    if any(p.name != LOCK_FILE for p in out.iterdir()):
+        raise DPConfigError(f"{out} is not empty and holds no run state: choose an empty or new output folder.")
+
+
+def _refuse_charge(stage: str, out: Path) -> DPConfigError:
+    return DPConfigError(
+        f"stage {stage!r} of the run in {out} has not finished, and this command never charges the privacy budget: "
+        f"run `hf-dpsynth run` on the recipe (output folder {out}) first."
+    )
+
+
+def _run_locked(recipe: Recipe, out: Path, *, progress: bool, log: Callable[[str], None], stop_after: str | None,
+                include_owner_only: bool, allow_charges: bool) -> RunSummary | None:
     from hf_dpsynth.data import dp_histograms
     from hf_dpsynth.data.statistics import DPHistogramRelease
     from hf_dpsynth.privacy import PrivacyLedger, default_delta
 
-    out = Path(output_dir or recipe.output.dir).resolve()
     state = _State(out, recipe)
     summary_reused: list[str] = []
 
@@ -263,6 +223,13 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
     ledger_path = out / LEDGER_FILE
     if ledger_path.is_file():
         ledger = PrivacyLedger.load(ledger_path)
+    elif not allow_charges or state.data["stages"]:
+        started = sorted(state.data["stages"])
+        raise ReusedOutputError(
+            f"{out} has no {LEDGER_FILE}, but its run state records stage(s) {started}: without the ledger that "
+            "paid for their outputs, nothing this run released can be reported (a fresh ledger would say ε ≈ 0). "
+            f"Restore {LEDGER_FILE}, or rerun the recipe into a new folder."
+        )
     else:
         delta = p.delta if p.delta is not None else default_delta(n)
         ledger = PrivacyLedger(epsilon=p.epsilon, delta=delta, privacy_unit=p.unit, num_units=n, accountant=p.accountant)
@@ -272,32 +239,50 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
     def persist() -> None:
         ledger.save(ledger_path)
 
+    def reuse(path: Path) -> None:
+        check_reused_output(path, ledger, ledger_path=ledger_path)
+
+    outputs: dict[str, list[str]] = {}  # stage → the outputs it released (for the cards)
+
     # -- DP label histogram ---------------------------------------------------------------------
     labels = None
     hist_path = out / "label_histogram.json"
     if "label_histogram" in p.shares and codec.conditions:
-        if hist_path.is_file():
+        if hist_path.is_file() and state.done("label_histogram"):
+            reuse(hist_path)
             labels = DPHistogramRelease.load(hist_path)[d.label_column]
             summary_reused.append("label_histogram")
+        elif not allow_charges:
+            raise _refuse_charge("label_histogram", out)
         else:
             log("[2] DP label histogram")
             release_kwargs = {"user_id_column": d.user_id_column, "max_examples_per_user": p.max_examples_per_user} if p.unit == "user" else {}
+            state.mark("label_histogram", "charging")
             release = dp_histograms(data, {d.label_column: list(d.labels)}, ledger=ledger, stage="label_histogram",
                                     after_charge=persist, **release_kwargs)
             release.save(hist_path)
+            record_output(hist_path, ledger, ["label_histogram"])
             labels = release[d.label_column]
         state.mark("label_histogram", "done")
+        outputs["label_histogram"] = ["DP label distribution (conditions the generation)"]
+    label_stages = ["label_histogram"] if labels is not None else []
 
     model, tok = load_recipe_model(recipe)
     synthetic_path = out / "synthetic"
     g = recipe.generation
+    generator_stage = "training" if g.method == "adapter_sampler" else "private_prediction"
     if synthetic_path.is_dir() and state.done("generation"):
+        reuse(synthetic_path)
         synthetic = load_synthetic(synthetic_path)
         summary_reused.append("generation")
+        if g.method == "adapter_sampler" and (out / "adapter").is_dir():
+            reuse(out / "adapter")
+    elif not allow_charges:
+        raise _refuse_charge("generation" if g.method == "adapter_sampler" or state.done("training") else generator_stage, out)
     elif g.method == "adapter_sampler":
         from hf_dpsynth.generation import AdapterSampler
 
-        model = _train(recipe, out, state, model, tok, prepared, ledger, summary_reused, log)
+        model = _train(recipe, out, state, model, tok, prepared, ledger, summary_reused, log, reuse)
         if stop_after == "training":
             log(f"adapter: {out / 'adapter'} (ε spent so far {ledger.epsilon_spent():.4g})")
             return None
@@ -307,6 +292,7 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
                                  guided=g.guided)
         synthetic = sampler.generate(g.num_records, seed=0, progress=progress)
         save_synthetic(synthetic, synthetic_path)
+        record_output(synthetic_path, ledger, ["training", *label_stages])
         state.mark("generation", "done")
     else:
         from hf_dpsynth.generation import PrivatePredictionGenerator, SparseVectorGate
@@ -325,11 +311,18 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
         synthetic = pp.generate(progress=progress, after_charge=persist)
         persist()
         save_synthetic(synthetic, synthetic_path)
+        record_output(synthetic_path, ledger, ["private_prediction", *label_stages])
         state.mark("generation", "done")
+    if (out / "adapter").is_dir():
+        outputs["training"] = ["DP LoRA adapter"]
+    outputs.setdefault(generator_stage, []).append("synthetic dataset")
 
     # A charged audit (recipe validation allows one only with training): run once, then reused.
-    audit = _charged_audit(recipe, out, state, ledger, (data, codec, prepared), summary_reused, log) \
-        if "audit" in p.shares else None
+    audit = None
+    if "audit" in p.shares:
+        audit = _charged_audit(recipe, out, state, ledger, (data, codec, prepared), summary_reused, log, reuse,
+                               allow_charges)
+        outputs["audit"] = ["privacy audit result"]
 
     from hf_dpsynth.generation import generation_info
 
@@ -345,17 +338,41 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
     if recipe.evaluation.enabled:
         references = {}
         if recipe.evaluation.public_only_baseline:
-            references[PUBLIC_ONLY_SETTING] = _public_only(recipe, out, state, codec, labels, len(synthetic) or g.num_records,
-                                                           progress, log)
+            key = public_baseline_setting(ledger, label_stages)
+            references[key] = _public_only(recipe, out, state, codec, labels, len(synthetic) or g.num_records,
+                                           progress, log, ledger, label_stages, reuse)
         headline, metrics = _evaluate(recipe, codec, synthetic, ledger, out, log, references)
         summary.headline.update(headline)
-    _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, include_owner_only_in_cards, audit)
+    if audit is not None and audit.refuted and not recipe.audit.publish_if_refuted:
+        atomic_write_json(out / "summary.json", {**summary.__dict__, "release": "refused: the charged audit refuted ε"})
+        raise ClaimRefutedError(
+            f"{audit.main_verdict} No card was written, and the release must not be published. Find the bug (or the "
+            f"privacy claim that is wrong); set audit.publish_if_refuted: true only to publish it anyway, and the "
+            f"cards then say that ε̂ > ε. The audit is in {out / AUDIT_DIR}."
+        )
+    _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, include_owner_only, audit, outputs)
     atomic_write_json(out / "summary.json", {**summary.__dict__})
     log("\n" + summary.table())
     return summary
 
 
-def _train(recipe, out, state, model, tok, prepared, ledger, reused, log):
+def public_baseline_setting(ledger: Any, label_stages: list[str]) -> str:
+    """The baseline's name: public-only when it used nothing private, else what DP release it rests on."""
+    if not label_stages:
+        return PUBLIC_ONLY_SETTING
+    eps = math.fsum(ledger.epsilon_spent(s) for s in label_stages)
+    return f"{PUBLIC_MODEL_DP_LABELS} (ε = {_ceil(eps, 3)})"
+
+
+def _ceil(value: float, digits: int) -> str:
+    """``value`` rounded up at ``digits`` significant digits (never understates an ε)."""
+    if not math.isfinite(value) or value <= 0:
+        return "inf" if math.isinf(value) else f"{value:g}"
+    scale = 10 ** (digits - 1 - math.floor(math.log10(value)))
+    return f"{math.ceil(value * scale - 1e-9) / scale:g}"
+
+
+def _train(recipe, out, state, model, tok, prepared, ledger, reused, log, reuse):
     from peft import PeftModel
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -363,6 +380,7 @@ def _train(recipe, out, state, model, tok, prepared, ledger, reused, log):
 
     adapter = out / "adapter"
     if adapter.is_dir() and state.done("training"):
+        reuse(adapter)
         reused.append("training")
         return PeftModel.from_pretrained(model, str(adapter))
     t = recipe.training
@@ -388,52 +406,70 @@ def _train(recipe, out, state, model, tok, prepared, ledger, reused, log):
     shutil.rmtree(adapter, ignore_errors=True)
     os.replace(tmp, adapter)
     ledger.save(out / LEDGER_FILE)
+    record_output(adapter, ledger, ["training"])
     state.mark("training", "done")
     return trainer.model
 
 
-def _charged_audit(recipe, out, state, ledger, prepared_data, reused, log) -> Any:
+def _charged_audit(recipe, out, state, ledger, prepared_data, reused, log, reuse, allow_charges) -> Any:
     """The audit as a stage of the run, its DP run charged to the ledger's ``audit`` share (shareable)."""
     from hf_dpsynth.pipeline.audit_run import audit_recipe, load_audit
 
     folder = out / AUDIT_DIR
     if state.done("audit") and (folder / "audit.json").is_file():
+        reuse(folder)
         reused.append("audit")
         return load_audit(folder)
+    if not allow_charges:
+        raise _refuse_charge("audit", out)
     log("[4b] privacy audit (charged to the release ledger, stage 'audit')")
     state.mark("audit", "charging")
     report = audit_recipe(recipe, output_dir=folder, log=lambda m: log("    " + m), ledger=ledger, ledger_dir=out,
                           prepared_data=prepared_data)
     ledger.save(out / LEDGER_FILE)
+    record_output(folder, ledger, ["audit"])
     state.mark("audit", "done")
     return report
 
 
-def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, include_owner_only=False, audit=None) -> None:
-    """The DP dataset card (``README.md``) and, for adapter recipes, the adapter card."""
-    from hf_dpsynth.generation import generation_info
-    from hf_dpsynth.hub.cards import render_adapter_card, render_dataset_card
+#: Where owner-only renders of the cards go (never README.md, never inside adapter/: nothing uploads them).
+OWNER_CARDS = {"dataset": "README.owner.md", "adapter": "adapter.README.owner.md"}
+
+
+def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, include_owner_only=False, audit=None,
+           outputs=None) -> None:
+    """The DP dataset card (``README.md``) and, for adapter recipes, the adapter card; with
+    ``include_owner_only`` also their owner-only renders (:data:`OWNER_CARDS`)."""
     from hf_dpsynth.models import DEFAULT_MODEL_NAME
 
     base = None if recipe.model.name in ("default", DEFAULT_MODEL_NAME) else recipe.model.name
     if base == "tiny":
         log("    (cards skipped: a random tiny model has no Hub id to name as base_model)")
         return
-    if len(synthetic) == 0:
-        log("    no valid synthetic record: no dataset card (there is nothing to publish)")
-    else:
-        _write(out / "README.md", str(render_dataset_card(
-            ledger_report=ledger, num_records=len(synthetic), codec_info=codec.to_dict(),
-            generator_info=generation_info(synthetic), metrics=metrics, pretty_name=f"{recipe.name} (synthetic, DP)",
-            preparation=prepared.report, include_owner_only=include_owner_only, audit=audit,
-        )))
-    if (out / "adapter").is_dir():
-        adapter_card = render_adapter_card(ledger_report=ledger, base_model=base, metrics=metrics,
-                                           include_owner_only=include_owner_only, audit=audit)
-        _write(out / "adapter" / "README.md", str(adapter_card))
-    written = [p for p in (out / "README.md", out / "adapter" / "README.md") if p.is_file()]
+    from hf_dpsynth.generation import generation_info
+    from hf_dpsynth.hub.cards import render_adapter_card, render_dataset_card
+    from hf_dpsynth.hub.gates import VERBATIM_OWNER_CHECK
+    common = {"ledger_report": ledger, "metrics": metrics, "audit": audit, "outputs": outputs or {},
+              "refuted_audit_override": bool(audit is not None and audit.refuted and recipe.audit.publish_if_refuted)}
+    written = []
+    for owner in (False, True) if include_owner_only else (False,):
+        if len(synthetic) == 0:
+            log("    no valid synthetic record: no dataset card (there is nothing to publish)")
+        else:
+            path = out / (OWNER_CARDS["dataset"] if owner else "README.md")
+            _write(path, str(render_dataset_card(
+                num_records=len(synthetic), codec_info=codec.to_dict(), generator_info=generation_info(synthetic),
+                pretty_name=f"{recipe.name} (synthetic, DP)", preparation=prepared.report, include_owner_only=owner,
+                owner_checks=[VERBATIM_OWNER_CHECK], **common,
+            )))
+            written.append(path)
+        if (out / "adapter").is_dir():
+            path = out / (OWNER_CARDS["adapter"] if owner else "adapter/README.md")
+            _write(path, str(render_adapter_card(base_model=base, include_owner_only=owner, **common)))
+            written.append(path)
     if written:
-        log("    cards: " + ", ".join(map(str, written)))
+        log("    cards: " + ", ".join(map(str, written)) + (" (the .owner.md files are owner-only: never publish them)"
+                                                             if include_owner_only else ""))
 
 
 def _write(path: Path, text: str) -> None:
@@ -442,24 +478,28 @@ def _write(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
-def _public_only(recipe, out, state, codec, labels, num_records, progress, log) -> Any:
-    """The public-only baseline: the base model prompted with the codec's prefixes and no private data.
+def _public_only(recipe, out, state, codec, labels, num_records, progress, log, ledger, label_stages, reuse) -> Any:
+    """The public baseline: the base model prompted with the codec's prefixes and no private record.
 
-    Privacy: the only data-dependent input is the label distribution, which is the DP release
-    already charged; the base model never sees a private record.
+    Privacy: the only data-dependent input is the label distribution, the DP release already
+    charged (then the baseline is named after it, not "public-only"); the base model never sees a
+    private record.
     """
     from hf_dpsynth.generation import AdapterSampler
 
     path = out / "public_only"
     if path.is_dir() and state.done("public_only"):
+        reuse(path)
         return load_synthetic(path)
-    log("[5] public-only baseline: the base model, no private data (ε = 0)")
+    log("[5] public baseline: the base model, no private record"
+        + (" (labels drawn from the DP label distribution)" if label_stages else " (ε = 0)"))
     model, tok = load_recipe_model(recipe)
     g = recipe.generation
     sampler = AdapterSampler(model, tok, codec=codec, conditioning=labels, batch_size=g.batch_size,
                              max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p)
     public = sampler.generate(num_records, seed=1, progress=progress)
     save_synthetic(public, path)
+    record_output(path, ledger, label_stages)
     state.mark("public_only", "done")
     return public
 
@@ -468,7 +508,7 @@ def _evaluate(recipe, codec, synthetic, ledger, out, log, references=None) -> tu
     from hf_dpsynth.evaluation import Report, evaluate
 
     log("[5] evaluation against held-out real data (owner-only: not DP)")
-    test = load_recipe_data(recipe.with_overrides(data={"split": recipe.evaluation.test_split, "max_records": recipe.evaluation.max_test_records}))
+    test = load_test_data(recipe)
     if len(synthetic) == 0:
         log("    no valid synthetic record: nothing to evaluate")
         return {"evaluation": "no valid synthetic record"}, []
@@ -492,7 +532,7 @@ def _evaluate(recipe, codec, synthetic, ledger, out, log, references=None) -> tu
             except KeyError:
                 pass
     if result.beats_public_only is not None:
-        headline[f"DP beat the public-only baseline ({result.primary_metric}, owner-only)"] = result.beats_public_only
+        headline[f"DP beat the public baseline ({result.primary_metric}, owner-only)"] = result.beats_public_only
     # Fidelity to the real data (text with embeddings): how real the records look and how much of the
     # real data they cover, for the DP run and each reference.
     for metric in result.metrics:

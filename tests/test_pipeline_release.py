@@ -1,0 +1,254 @@
+"""A run folder's outputs are released only with their charges (DP_CORRECTNESS rows 24, 31), by one
+process at a time; `evaluate` and `card` never charge; the baseline is named after what it used;
+bring-your-own-data evaluation never tests on training rows; the CLI answers bad input in one line."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hf_dpsynth.cli.main import main
+from hf_dpsynth.errors import DPConfigError, ReusedOutputError
+from hf_dpsynth.pipeline import load_recipe, run_recipe
+from hf_dpsynth.pipeline.outputs import RunLock, sidecar_path
+from hf_dpsynth.privacy import PrivacyLedger
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+SMS = RECIPES / "sms_spam_text.yaml"
+TINY = dict(model={"name": "tiny"}, data={"max_records": 60}, training={"max_steps": 2}, generation={"num_records": 4},
+            evaluation={"enabled": False})
+QUIET = dict(progress=False, log=lambda _: None)
+
+
+def _recipe(**overrides):
+    recipe = load_recipe(SMS).with_overrides(**TINY)
+    return recipe.with_overrides(**overrides) if overrides else recipe
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    run_recipe(_recipe(), output_dir=out, **QUIET)
+    return out
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    return out
+
+
+def _ledger_bytes(out):
+    return (out / "privacy_ledger.json").read_bytes()
+
+
+# -- row 31: reused outputs need their charge --------------------------------------------------------
+
+
+def test_every_charged_output_names_its_charges_in_the_ledger(finished_run):
+    ledger = PrivacyLedger.load(finished_run / "privacy_ledger.json")
+    by_stage = {s: set(ledger.charge_ids(s)) for s in ("label_histogram", "training")}
+    expected = {"label_histogram.json": {"label_histogram"}, "adapter": {"training"},
+                "synthetic": {"training", "label_histogram"}}
+    for name, stages in expected.items():
+        side = json.loads(sidecar_path(finished_run / name).read_text())
+        assert set(side["stages"]) == stages
+        assert set(side["charge_ids"]) == set().union(*(by_stage[s] for s in stages))
+    assert len(set(ledger.charge_ids())) == len(ledger.charges) == 2  # random ids, one per charge
+
+
+def test_a_deleted_ledger_is_refused_and_nothing_is_reused(run_copy):
+    (run_copy / "privacy_ledger.json").unlink()
+    with pytest.raises(ReusedOutputError, match="no privacy_ledger.json"):
+        run_recipe(_recipe(), output_dir=run_copy, **QUIET)
+    assert not (run_copy / "privacy_ledger.json").exists()  # no fresh, empty ledger was written
+
+
+def test_a_replaced_ledger_is_refused(run_copy, tmp_path):
+    # Another run's ledger (same recipe, same spend, other charges) in place of this one's.
+    other = tmp_path / "other"
+    run_recipe(_recipe(), output_dir=other, **QUIET)
+    shutil.copy(other / "privacy_ledger.json", run_copy / "privacy_ledger.json")
+    with pytest.raises(ReusedOutputError, match="does not hold"):
+        run_recipe(_recipe(), output_dir=run_copy, **QUIET)
+
+
+def test_an_output_changed_after_its_charge_is_refused(run_copy):
+    hist = run_copy / "label_histogram.json"
+    data = json.loads(hist.read_text())
+    hist.write_text(json.dumps(data, indent=1))  # same content, other bytes: not what was charged
+    with pytest.raises(ReusedOutputError, match="changed after it was charged"):
+        run_recipe(_recipe(), output_dir=run_copy, **QUIET)
+
+
+def test_an_output_without_its_charge_record_is_refused(run_copy):
+    sidecar_path(run_copy / "synthetic").unlink()
+    with pytest.raises(ReusedOutputError, match="no record of the charge"):
+        run_recipe(_recipe(), output_dir=run_copy, **QUIET)
+
+
+def test_the_intact_folder_reuses_everything_for_free(run_copy):
+    before = _ledger_bytes(run_copy)
+    summary = run_recipe(_recipe(), output_dir=run_copy, **QUIET)
+    assert {"label_histogram", "generation"} <= set(summary.reused)
+    assert _ledger_bytes(run_copy) == before
+
+
+def test_two_runs_on_one_folder_at_once_are_refused(run_copy):
+    before = _ledger_bytes(run_copy)
+    with RunLock(run_copy), pytest.raises(DPConfigError, match="in use by another hf-dpsynth process"):
+        run_recipe(_recipe(), output_dir=run_copy, **QUIET)
+    assert _ledger_bytes(run_copy) == before
+    run_recipe(_recipe(), output_dir=run_copy, **QUIET)  # released: the folder is usable again
+
+
+def test_the_push_refuses_synthetic_data_its_ledger_did_not_pay_for(run_copy, tmp_path, capsys):
+    other = tmp_path / "other"
+    run_recipe(_recipe(), output_dir=other, **QUIET)
+    shutil.copy(other / "privacy_ledger.json", run_copy / "privacy_ledger.json")
+    assert main(["push", str(run_copy), "--repo-id", "me/data"]) == 2
+    assert "does not hold" in capsys.readouterr().err
+
+
+# -- evaluate and card never charge ------------------------------------------------------------------
+
+
+def test_evaluate_and_card_refuse_an_unfinished_stage_instead_of_charging_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--model", "tiny", "--max-records", "60", "--max-steps", "2", "--num-records", "4", "--output-dir", str(out)]
+    assert main(["train", str(SMS), *common]) == 0
+    before = _ledger_bytes(out)
+    for command in (["evaluate", str(out), "--max-test-records", "20"], ["card", str(out)]):
+        capsys.readouterr()
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "never charges" in err and "hf-dpsynth run" in err and "Traceback" not in err
+    assert _ledger_bytes(out) == before
+    assert not (out / "synthetic").exists()
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+
+
+# -- the baseline's name -----------------------------------------------------------------------------
+
+
+def test_the_baseline_that_used_the_dp_histogram_is_not_called_public_only(finished_run):
+    from hf_dpsynth.evaluation.evaluator import is_public_baseline
+    from hf_dpsynth.pipeline.runner import PUBLIC_ONLY_SETTING, public_baseline_setting
+
+    ledger = PrivacyLedger.load(finished_run / "privacy_ledger.json")
+    name = public_baseline_setting(ledger, ["label_histogram"])
+    assert name.startswith("public model + DP label distribution (ε = ") and "public-only" not in name
+    shown = float(name.rsplit("= ", 1)[1].rstrip(")"))
+    assert shown >= ledger.epsilon_spent("label_histogram")  # rounded up, never understated
+    assert shown == pytest.approx(ledger.epsilon_spent("label_histogram"), rel=1e-2)
+    assert public_baseline_setting(ledger, []) == PUBLIC_ONLY_SETTING
+    assert is_public_baseline(name) and is_public_baseline(PUBLIC_ONLY_SETTING)
+
+
+# -- bring your own data -----------------------------------------------------------------------------
+
+
+def _csv(path, rows):
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["review", "sentiment"])
+        writer.writerows(rows)
+    return path
+
+
+def _reviews(n, *, start=0):
+    words = ["plot", "acting", "music", "ending", "camera", "script", "cast", "pace"]
+    return [(f"Review {i}: the {words[i % 8]} was {'great' if i % 3 else 'dull'} and {words[(i * 5) % 8]} too",
+             "pos" if i % 3 else "neg") for i in range(start, start + n)]
+
+
+def _csv_recipe(source, **evaluation):
+    return {
+        "name": "reviews", "model": {"name": "tiny"},
+        "data": {"source": str(source), "text_column": "review", "label_column": "sentiment", "labels": ["neg", "pos"]},
+        "privacy": {"epsilon": 4.0, "shares": {"label_histogram": 0.1, "training": 0.9}},
+        "training": {"max_steps": 1, "logical_batch_size": 16}, "generation": {"num_records": 4},
+        "evaluation": {"enabled": True, **evaluation},
+    }
+
+
+def test_a_file_source_without_held_out_data_is_never_evaluated_on_its_training_rows(tmp_path):
+    source = _csv(tmp_path / "reviews.csv", _reviews(40))
+    with pytest.raises(DPConfigError, match="test on the very records the model trained on"):
+        load_recipe(_csv_recipe(source))
+    with pytest.raises(DPConfigError, match="not both"):
+        load_recipe(_csv_recipe(source, holdout=0.1, test_source=str(source)))
+    from hf_dpsynth.pipeline.data import load_test_data
+
+    with pytest.raises(DPConfigError, match="data.source itself"):
+        load_test_data(load_recipe(_csv_recipe(source, test_source=str(source))))
+    with pytest.raises(DPConfigError, match=r"fraction in \(0, 1\)"):
+        load_recipe(_csv_recipe(source, holdout=1.5))
+
+
+def test_the_holdout_rule_keeps_units_out_of_every_private_stage_and_is_one_stable(tmp_path):
+    from hf_dpsynth.pipeline.data import holdout_rows, load_recipe_data, load_test_data, prepare_recipe_data
+
+    rows = _reviews(200)
+    recipe = load_recipe(_csv_recipe(_csv(tmp_path / "all.csv", rows), holdout=0.25))
+    train, test = load_recipe_data(recipe), load_test_data(recipe)
+    assert len(train) + len(test) == 200 and 25 <= len(test) <= 75
+    assert not set(train["review"]) & set(test["review"])
+    _, _, prepared = prepare_recipe_data(recipe)
+    assert prepared.num_units == len(train)  # N counts the training units only
+    # 1-stable: removing one record leaves every other record on its side.
+    smaller = load_recipe(_csv_recipe(_csv(tmp_path / "minus.csv", rows[:50] + rows[51:]), holdout=0.25))
+    full, minus = holdout_rows(recipe, load_recipe_data(recipe.with_overrides(evaluation={"holdout": None, "enabled": False}))), \
+        holdout_rows(smaller, load_recipe_data(smaller.with_overrides(evaluation={"holdout": None, "enabled": False})))
+    assert full[:50] + full[51:] == minus
+    # The holdout decides the training units: it is part of the release's fingerprint.
+    assert recipe.fingerprint() != recipe.with_overrides(evaluation={"holdout": 0.3}).fingerprint()
+
+
+def test_a_csv_run_with_a_held_out_file_evaluates_on_that_file(tmp_path):
+    source = _csv(tmp_path / "train.csv", _reviews(60))
+    held = _csv(tmp_path / "held.csv", _reviews(30, start=1000))
+    recipe = load_recipe(_csv_recipe(source, test_source=str(held), max_test_records=30))
+    from hf_dpsynth.pipeline.data import load_test_data
+
+    test = load_test_data(recipe)
+    assert len(test) == 30 and set(test["review"]) == {r for r, _ in _reviews(30, start=1000)}
+    summary = run_recipe(recipe, output_dir=tmp_path / "run", **QUIET)
+    assert summary.num_generated == 4
+
+
+def test_set_overrides_any_recipe_key_and_enters_the_fingerprint(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--model", "tiny", "--max-records", "60", "--max-steps", "1", "--num-records", "2", "--output-dir", str(out)]
+    assert main(["generate", str(SMS), *common, "--set", "privacy.epsilon=2", "--set", "generation.temperature=0.7"]) == 0
+    state = json.loads((out / "run_state.json").read_text())
+    assert state["recipe"]["privacy"]["epsilon"] == 2.0 and state["recipe"]["generation"]["temperature"] == 0.7
+    assert PrivacyLedger.load(out / "privacy_ledger.json").epsilon == 2.0
+    # Another ε is another release: the folder refuses it rather than mixing two runs.
+    capsys.readouterr()
+    assert main(["generate", str(SMS), *common, "--set", "privacy.epsilon=1"]) == 2
+    assert "holds a different run" in capsys.readouterr().err
+    for bad, message in (("privacy.epsilon", "SECTION.KEY=VALUE"), ("privcy.epsilon=1", "unknown recipe section"),
+                         ("training.stepz=3", "unknown key")):
+        assert main(["run", str(SMS), *common, "--set", bad]) == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "no/such/recipe.yaml"],
+    ["train", "no/such/recipe.yaml"],
+    ["generate", "no/such/recipe.yaml"],
+    ["audit", "no/such/recipe.yaml"],
+    ["evaluate", "no/such/run"],
+    ["card", "no/such/run"],
+    ["push", "no/such/run", "--repo-id", "me/data"],
+])
+def test_every_subcommand_answers_bad_input_with_one_message_and_status_2(command, capsys):
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hf-dpsynth {command[0]}: error: ") and "Traceback" not in err
+    assert "--debug" in err
