@@ -179,10 +179,11 @@ class _FirstStepCheck(TrainerCallback):
         self.trainer._check_first_step()
 
 
-def _frozen_checksum(model: torch.nn.Module) -> list[tuple[int, int]]:
-    # Storage and version counter of every frozen weight: any in-place update bumps the version;
-    # no copy of the weights is made.
-    return [(p.data_ptr(), p._version) for p in model.parameters() if not p.requires_grad]
+def _frozen_checksum(model: torch.nn.Module) -> tuple[list[tuple[int, int]], list[float]]:
+    # Storage and version counter of every frozen weight (an in-place update bumps the version), and its
+    # fp64 sum: writes through `.data` bypass the version counter. No copy of the weights is kept.
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    return [(p.data_ptr(), p._version) for p in frozen], [float(torch.sum(p.detach(), dtype=torch.float64)) for p in frozen]
 
 
 def _unwrap_prepared(train_dataset: Any, args: DPSynthConfig) -> Any:
@@ -327,7 +328,7 @@ class DPSynthTrainer(Trainer):
 
         self._seeds: SecretSeeds | None = None
         self._run_id: str | None = None
-        self._first_step_snapshot: tuple[list[torch.Tensor], list[float]] | None = None
+        self._first_step_snapshot: tuple[list[torch.Tensor], Any, float] | None = None
         self._snapshot_pending = False
         self._verify_pending = False
         self._steps_run: set[int] = set()

@@ -592,3 +592,39 @@ def test_add_remove_one_example_with_a_partly_binding_clip_through_the_trainer(t
         moved = float((total - reduced).norm())
         assert moved <= clip * (1 + 1e-4)
         assert moved == pytest.approx(min(clip, float(norms[k])), rel=1e-3)
+
+
+def test_first_step_check_fires_when_the_optimizer_does_not_hold_the_adapter(tmp_path):
+    """Row 11: loss and ε look normal, but the optimizer steps on other parameters: the adapter never moves."""
+    model, tok = tiny_causal_lm(seed=0)
+    stray = torch.nn.Parameter(torch.zeros(3))
+    stray.grad = torch.ones(3)  # it does move: only the adapter's weights do not
+    trainer = DPSynthTrainer(model=model, args=config(tmp_path, max_steps=3), train_dataset=make_dataset(20),
+                             processing_class=tok, peft_config=lora(),
+                             optimizers=(torch.optim.SGD([stray], lr=0.1), None))
+    before = adapter_state(trainer)
+    with pytest.raises(UnsupportedModelError, match="No trainable weight changed .* learning rate was 0.1"):
+        trainer.train()
+    assert trainer.state.global_step == 1  # caught after the first step, not at the end
+    assert all(torch.equal(before[n], v) for n, v in adapter_state(trainer).items())
+
+
+def test_first_step_check_fires_when_a_frozen_weight_changes(tmp_path):
+    """Row 11: something besides DP-SGD (here a callback; in practice weight decay on frozen weights, a tied
+    parameter) updates a frozen weight with the raw data."""
+    class TouchesAFrozenWeight(TrainerCallback):
+        def __init__(self, through_data):
+            self.through_data = through_data
+
+        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+            frozen = next(p for p in model.parameters() if not p.requires_grad)
+            with torch.no_grad():
+                # `.data` writes (as older optimizers' weight decay does) bypass the version counter.
+                (frozen.data if self.through_data else frozen).add_(1e-3)
+
+    for through_data in (False, True):
+        trainer = make_trainer(tmp_path / str(through_data), n=20, max_steps=3,
+                               callbacks=[TouchesAFrozenWeight(through_data)])
+        with pytest.raises(UnsupportedModelError, match="frozen \\(non-trainable\\) weight changed"):
+            trainer.train()
+        assert trainer.state.global_step == 1
