@@ -628,3 +628,35 @@ def test_first_step_check_fires_when_a_frozen_weight_changes(tmp_path):
         with pytest.raises(UnsupportedModelError, match="frozen \\(non-trainable\\) weight changed"):
             trainer.train()
         assert trainer.state.global_step == 1
+
+
+def _tiny_moe(output_router_logits):
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    from hf_dpsynth.models import tiny_tokenizer
+
+    tok = tiny_tokenizer(400)
+    cfg = MixtralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                        output_router_logits=output_router_logits, pad_token_id=tok.pad_token_id,
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return MixtralForCausalLM(cfg), tok
+
+
+def test_moe_router_auxiliary_loss_is_refused(tmp_path):
+    """Row 18: the router's load-balancing loss is computed over all tokens of the batch, so one example's
+    gradient would depend on the others."""
+    attention_lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    model, tok = _tiny_moe(output_router_logits=True)
+    with pytest.raises(UnsupportedModelError, match="router auxiliary loss .*output_router_logits=False"):
+        DPSynthTrainer(model=model, args=config(tmp_path, max_steps=1), train_dataset=make_dataset(20),
+                       processing_class=tok, peft_config=attention_lora)
+    assert not (tmp_path / "out").exists()
+    # The fix the error names works: without the router loss the same model trains.
+    model, tok = _tiny_moe(output_router_logits=False)
+    trainer = DPSynthTrainer(model=model, args=config(tmp_path, max_steps=1), train_dataset=make_dataset(20),
+                             processing_class=tok, peft_config=attention_lora)
+    trainer.train()
+    assert trainer.state.global_step == 1
