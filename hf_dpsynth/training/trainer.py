@@ -861,7 +861,7 @@ class DPSynthTrainer(Trainer):
             )
         return render_adapter_card(
             ledger_report=self.ledger, base_model=base, training_report=self.privacy_report(),
-            training_stage=self._stage, repo_id=repo_id, **{k: v for k, v in card.items() if v is not None},
+            training_stage=self._stage, repo_id=repo_id, **card,
         )
 
     def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
@@ -883,8 +883,10 @@ class DPSynthTrainer(Trainer):
         this one saves only the adapter into a fresh temporary folder. ``repo_id`` defaults to
         ``args.hub_model_id``; the repo is private unless ``private=False`` (or ``args.hub_private_repo``
         is False). ``card`` takes language, license, model_name and finetuned_from (the base model's
-        Hub id). Returns a ``PushResult`` (None on processes other than the main one).
+        Hub id). ``commit_message`` and ``blocking`` are accepted for the Trainer's signature only (the
+        push always blocks). Returns a ``PushResult`` (None on processes other than the main one).
         """
+        # Overridden: the inherited push uploads output_dir (owner-only reports, checkpoints with secret seeds).
         import tempfile
 
         from hf_dpsynth.hub.publish import push_adapter
