@@ -1,8 +1,9 @@
 """Sharing a release: DP cards, safety gates, and publishing to the Hub.
 
 Nothing leaves the machine before every gate passed: no canary, no long and rare verbatim training
-record, a ledger and a valid DP card, DP on (or explicitly allowed off), and no checkpoint, RNG
-state or secret seed in the folder.
+record, a ledger and a valid, shareable DP card that matches it and states the owner checks, no
+refuted audit (unless explicitly overridden, and stated in the card), DP on (or explicitly allowed
+off), and no checkpoint, RNG state or secret seed in the folder.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ _LAZY = {
     "dp_block": "hf_dpsynth.hub.cards",
     "dp_block_schema": "hf_dpsynth.hub.cards",
     "read_dp_block": "hf_dpsynth.hub.cards",
+    "refuted_audit_statement": "hf_dpsynth.hub.cards",
     "render_adapter_card": "hf_dpsynth.hub.cards",
     "render_dataset_card": "hf_dpsynth.hub.cards",
     "validate_card": "hf_dpsynth.hub.cards",
+    "CANARY_OWNER_CHECK": "hf_dpsynth.hub.gates",
+    "VERBATIM_OWNER_CHECK": "hf_dpsynth.hub.gates",
     "GateReport": "hf_dpsynth.hub.gates",
+    "check_card": "hf_dpsynth.hub.gates",
     "check_folder": "hf_dpsynth.hub.gates",
     "check_release": "hf_dpsynth.hub.gates",
     "find_verbatim": "hf_dpsynth.hub.gates",

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hf_dpsynth.errors import CardError, MissingDependencyError
-from hf_dpsynth.evaluation.report import DEFAULT_NOT_COVERED, escape_markdown, format_value
+from hf_dpsynth.evaluation.report import DEFAULT_NOT_COVERED, escape_markdown, format_bound, format_value
 from hf_dpsynth.models import DEFAULT_MODEL_GGUF, DEFAULT_MODEL_NAME
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,6 +50,7 @@ __all__ = [
     "dp_block",
     "dp_block_schema",
     "read_dp_block",
+    "refuted_audit_statement",
     "render_adapter_card",
     "render_dataset_card",
     "validate_card",
@@ -70,7 +71,7 @@ DEFAULT_BASE_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _DEFAULT_CACHE_PREFIX = "SmolLM2-135M-Instruct-Q4_1-"  # folder name of the dequantised default model
 
 _FORMAT = "hf_dpsynth.dp_block"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: each stage lists the outputs it released; an audit may carry an override
 # Keys dropped from every mapping a card is built from: a mechanism's secrets (seeds, RNG
 # states) must never be published, and a run id is local bookkeeping, not a mechanism parameter.
 _SECRET_KEY = re.compile(r"seed|rng|random_state", re.IGNORECASE)
@@ -123,6 +124,8 @@ def dp_block(
     owner_checks: Sequence[str] = (),
     owner_only_included: bool = False,
     reproducible_randomness: bool = False,
+    outputs: Mapping[str, Sequence[str]] | None = None,
+    refuted_audit_override: bool = False,
 ) -> dict[str, Any]:
     """The machine-readable ``differential_privacy`` block of a card, validated against the schema.
 
@@ -138,6 +141,14 @@ def dp_block(
         owner_only_included: whether the card shows owner-only values.
         reproducible_randomness: the mechanisms' randomness was fixed for reproducibility (a test
             setting: the guarantee holds only while that value stays secret).
+        outputs: stage name → names of the outputs that stage released, e.g.
+            ``{"label_histogram": ["label_histogram.json"], "training": ["adapter"]}``. Each stage
+            entry of the block lists its outputs; a stage that released an output must hold a charge,
+            and every named stage must be in the ledger (CardError otherwise).
+        refuted_audit_override: the audit refuted the claim (ε̂ > ε) and the owner publishes anyway:
+            the audit block then carries an explicit ``override`` statement (see
+            :func:`refuted_audit_statement`), shown in the card. CardError when there is no shareable
+            audit, or it did not refute the claim.
 
     Raises CardError when the report lacks a field, N is unknown, or the block does not validate.
 
@@ -147,7 +158,16 @@ def dp_block(
     report, events = _ledger_input(ledger_report)
     _check_report(report)
     unit = report["privacy_unit"]
-    stages = [_stage_block(stage, events.get(stage["name"])) for stage in report["stages"]]
+    released = _outputs(outputs, [stage["name"] for stage in report["stages"]])
+    stages = [_stage_block(stage, events.get(stage["name"]), released.get(stage["name"], []))
+              for stage in report["stages"]]
+    unpaid = [(s["name"], s["outputs"]) for s in stages if s["outputs"] and not s["charges"]]
+    if unpaid:
+        raise CardError(
+            "; ".join(f"Stage {name!r} released {names} but holds no charge" for name, names in unpaid) + " in the "
+            "ledger: an output that nothing paid for would be released without DP. Use the ledger of the run that "
+            "produced these outputs (DP_CORRECTNESS row 31)."
+        )
     block: dict[str, Any] = {
         "format": _FORMAT,
         "format_version": _FORMAT_VERSION,
@@ -164,7 +184,7 @@ def dp_block(
         "randomness": "fixed_for_reproducibility" if reproducible_randomness else "os_entropy",
         "stages": stages,
     }
-    summary = _audit_block(audit, stages)
+    summary = _audit_block(audit, stages, override=bool(refuted_audit_override))
     if summary is not None:
         block["audit"] = summary
     checks = _strings("owner_checks", owner_checks)
@@ -173,6 +193,7 @@ def dp_block(
     block["not_covered"] = _not_covered(
         private=report["private"] is True, unit=unit, owner_checks=checks,
         owner_only_included=bool(owner_only_included), reproducible_randomness=reproducible_randomness,
+        refuted_override=summary is not None and "override" in summary,
     )
     block["versions"] = report["versions"]
     block = _plain(block, what="the differential_privacy block")
@@ -230,7 +251,29 @@ def _check_report(report: Mapping[str, Any]) -> None:
         )
 
 
-def _stage_block(stage: Mapping[str, Any], events: list[dict[str, Any]] | None) -> dict[str, Any]:
+def _outputs(outputs: Mapping[str, Sequence[str]] | None, stage_names: Sequence[str]) -> dict[str, list[str]]:
+    """``outputs`` checked: a mapping from a stage of the ledger to the names of what it released."""
+    if outputs is None:
+        return {}
+    if not isinstance(outputs, Mapping):
+        raise CardError(f"outputs must map a stage name to the names of its outputs; got {type(outputs).__name__}.")
+    unknown = [name for name in outputs if name not in stage_names]
+    if unknown:
+        raise CardError(
+            f"outputs name the stage(s) {unknown}, which the ledger does not hold (its stages: {list(stage_names)}): "
+            "every released output must be paid for by a charge in this ledger. Use the ledger of the run that "
+            "produced the outputs."
+        )
+    released = {}
+    for name, names in outputs.items():
+        values = _strings(f"outputs[{name!r}]", names)
+        if len(set(values)) != len(values):
+            raise CardError(f"outputs[{name!r}] names an output twice: {values}.")
+        released[str(name)] = values
+    return released
+
+
+def _stage_block(stage: Mapping[str, Any], events: list[dict[str, Any]] | None, outputs: Sequence[str] = ()) -> dict[str, Any]:
     charges = stage["charges"]
     if events is not None and len(events) != len(charges):
         raise CardError(
@@ -256,6 +299,7 @@ def _stage_block(stage: Mapping[str, Any], events: list[dict[str, Any]] | None) 
         "epsilon_budget": stage["epsilon_budget"],
         "epsilon_spent": stage["epsilon_spent"],
         "charges": entries,
+        "outputs": list(outputs),
     }
 
 
@@ -291,12 +335,26 @@ def _user_cap(unit: str, given: int | None, stages: Sequence[Mapping[str, Any]])
     return next(iter(found), None)
 
 
-def _audit_block(audit: Any, stages: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def refuted_audit_statement(epsilon_lower_bound: float, claimed_epsilon: Any) -> str:
+    """The ``override`` statement a card's audit block carries when a refuted audit is published anyway."""
+    return (f"The audit refuted the claimed guarantee: its lower bound ε̂ = {float(epsilon_lower_bound):.6g} exceeds "
+            f"the claimed ε = {_epsilon_text(claimed_epsilon)} (ε̂ > ε), and the release was published anyway, by "
+            "the data owner's explicit override. The stated guarantee may not hold.")
+
+
+def _audit_block(audit: Any, stages: Sequence[Mapping[str, Any]], *, override: bool = False) -> dict[str, Any] | None:
     """The audit summary, only when the audit's results may be shared (charged, or on public data)."""
     if audit is None:
+        if override:
+            raise CardError("refuted_audit_override=True but no audit was given: there is no refuted audit to state.")
         return None
     try:
         if not audit.shareable:
+            if override:
+                raise CardError(
+                    "refuted_audit_override=True but the audit is owner-only (neither charged to this ledger nor run "
+                    "on public data), so the card cannot show it or its override."
+                )
             return None
         main, config = audit.main, audit.config
         summary = {
@@ -326,13 +384,25 @@ def _audit_block(audit: Any, stages: Sequence[Mapping[str, Any]]) -> dict[str, A
             "The audit says it was charged to the release ledger, but this ledger has no charge in its 'audit' "
             "stage: its results are owner-only unless they were charged here (or the audit ran on public data)."
         )
+    if override:
+        if not summary["refuted"]:
+            raise CardError(
+                f"refuted_audit_override=True but the audit did not refute the claim (ε̂ = "
+                f"{summary['epsilon_lower_bound']:.6g} ≤ ε = {_epsilon_text(summary['claimed_epsilon'])}): a card "
+                "states an override only for a refuted audit."
+            )
+        summary["override"] = refuted_audit_statement(summary["epsilon_lower_bound"], summary["claimed_epsilon"])
     return summary
 
 
 def _not_covered(
-    *, private: bool, unit: str, owner_checks: Sequence[str], owner_only_included: bool, reproducible_randomness: bool
+    *, private: bool, unit: str, owner_checks: Sequence[str], owner_only_included: bool, reproducible_randomness: bool,
+    refuted_override: bool = False,
 ) -> list[str]:
     items = []
+    if refuted_override:
+        items.append("Possibly everything: the audit refuted the claimed ε (ε̂ > ε) and the release was published "
+                     "anyway, so the stated guarantee may not hold.")
     if not private:
         items.append("Everything: DP was off in at least one stage (ε = ∞), so this release carries no "
                      "differential-privacy guarantee at all.")
@@ -346,7 +416,8 @@ def _not_covered(
     if owner_only_included:
         items.append(f"The values under '{OWNER_ONLY_HEADING}' were computed on the private data without DP.")
     if owner_checks:
-        items.append("Non-DP checks on the private data were applied before this release: " + "; ".join(owner_checks)
+        items.append("Non-DP checks on the private data were applied before this release: "
+                     + "; ".join(check.rstrip(". ") for check in owner_checks)
                      + ". Re-generating until such a check passes would be selection on private data.")
     return items
 
@@ -369,6 +440,14 @@ def _validate_block(block: Any) -> None:
             budget = stage["epsilon_budget"]
             if isinstance(budget, (int, float)) and stage["epsilon_spent"] > budget * (1 + 1e-9):
                 problems.append(f"stage {stage['name']!r} spent {stage['epsilon_spent']} of {budget}")
+    for stage in block["stages"]:
+        if stage["outputs"] and not stage["charges"]:
+            problems.append(f"stage {stage['name']!r} released {stage['outputs']} but holds no charge (an output "
+                            "nothing paid for is released without DP)")
+    audit = block.get("audit")
+    if isinstance(audit, Mapping) and "override" in audit and audit["override"] != refuted_audit_statement(
+            audit["epsilon_lower_bound"], audit["claimed_epsilon"]):
+        problems.append("the audit's override statement is not the one its ε̂ and claimed ε give")
     if block["privacy_unit"] == "user" and block["num_users"] != block["num_units"]:
         problems.append(f"num_users = {block['num_users']} differs from N = {block['num_units']} at user level")
     if _SECRET_TEXT.search(json.dumps(block, ensure_ascii=False)):
@@ -410,6 +489,8 @@ def render_dataset_card(
     training_report: Any = None,
     owner_checks: Sequence[str] = (),
     notes: Sequence[str] = (),
+    outputs: Mapping[str, Sequence[str]] | None = None,
+    refuted_audit_override: bool = False,
 ) -> DatasetCard:
     """The card of a synthetic dataset, rendered from ``templates/dataset_card.md.j2`` and validated.
 
@@ -428,8 +509,12 @@ def render_dataset_card(
             scrubbing and the user cap are shown; its counts are owner-only.
         training_report: ``trainer.privacy_report()`` when the data comes from a DP-fine-tuned
             adapter (checked against the ledger).
-        owner_checks: non-DP checks on the private data applied before release (e.g. the verbatim gate).
+        owner_checks: non-DP checks on the private data applied before release: the push refuses a card
+            that does not list each check it applies (``hf_dpsynth.hub.gates.VERBATIM_OWNER_CHECK``, and
+            ``CANARY_OWNER_CHECK`` when canaries are checked).
         notes: extra sentences for a Notes section.
+        outputs: stage name → names of the outputs it released (see :func:`dp_block`).
+        refuted_audit_override: state in the card that a refuted audit is published anyway (see :func:`dp_block`).
 
     Raises CardError when an input is malformed or inconsistent with the ledger.
 
@@ -443,6 +528,7 @@ def render_dataset_card(
     block, training, common = _release(
         ledger_report, "dataset", preparation=preparation, training_report=training_report, metrics=metrics,
         audit=audit, include_owner_only=include_owner_only, owner_checks=owner_checks, notes=notes,
+        outputs=outputs, refuted_audit_override=refuted_audit_override,
     )
     _check_consistency(block, training, stage=None)
     modality = str(codec.get("modality", "text"))
@@ -484,6 +570,8 @@ def render_adapter_card(
     preparation: Any = None,
     owner_checks: Sequence[str] = (),
     notes: Sequence[str] = (),
+    outputs: Mapping[str, Sequence[str]] | None = None,
+    refuted_audit_override: bool = False,
 ) -> ModelCard:
     """The card of a DP LoRA adapter (``library_name: peft``), rendered from ``templates/adapter_card.md.j2``.
 
@@ -495,8 +583,8 @@ def render_adapter_card(
             ``HuggingFaceTB/SmolLM2-135M-Instruct`` and the card says the weights are its Q4_1
             quantisation, dequantised. A local path is refused (it would name a private folder).
         training_report: ``trainer.privacy_report()`` (or its ``to_dict()``), checked against the ledger.
-        metrics, audit, include_owner_only, preparation, owner_checks, notes: as in
-            :func:`render_dataset_card`.
+        metrics, audit, include_owner_only, preparation, owner_checks, notes, outputs,
+            refuted_audit_override: as in :func:`render_dataset_card`.
         license, model_name, language: Hub metadata and the card's title.
         repo_id: the adapter's Hub repository, for the usage snippet.
         training_stage: the ledger stage the trainer charged (``DPSynthTrainer(ledger_stage=...)``).
@@ -512,6 +600,7 @@ def render_adapter_card(
     block, training, common = _release(
         ledger_report, "adapter", preparation=preparation, training_report=training_report, metrics=metrics,
         audit=audit, include_owner_only=include_owner_only, owner_checks=owner_checks, notes=notes,
+        outputs=outputs, refuted_audit_override=refuted_audit_override,
     )
     stage = next((s for s in block["stages"] if s["name"] == training_stage), None)
     if stage is None or not stage["charges"]:
@@ -558,6 +647,8 @@ def _release(
     include_owner_only: bool,
     owner_checks: Sequence[str],
     notes: Sequence[str],
+    outputs: Mapping[str, Sequence[str]] | None = None,
+    refuted_audit_override: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """What both cards share: the block, the training report's facts, and the template context."""
     shared_prep, owner_prep = _preparation(preparation)
@@ -568,7 +659,7 @@ def _release(
     block = dp_block(
         ledger_report, audit=audit, max_examples_per_user=shared_prep.get("max_examples_per_user"),
         owner_checks=owner_checks, reproducible_randomness=training.get("reproducible", False),
-        owner_only_included=owner_included,
+        owner_only_included=owner_included, outputs=outputs, refuted_audit_override=refuted_audit_override,
     )
     context = _common_context(
         block, what, shared_metrics, owner_metrics if owner_included else [],
@@ -742,7 +833,7 @@ def _title(name: str, block: Mapping[str, Any]) -> str:
     if not block["private"]:
         return f"{escape_markdown(name)} — {NOT_PRIVATE_TITLE}"
     return (f"{escape_markdown(name)} — differentially private: ε = {_epsilon_text(block['epsilon'])}, "
-            f"δ = {format_value(block['delta'])}, {block['privacy_unit']}-level")
+            f"δ = {format_bound(block['delta'])}, {block['privacy_unit']}-level")
 
 
 def _unit_words(block: Mapping[str, Any]) -> tuple[str, str]:
@@ -763,8 +854,8 @@ def _privacy_paragraphs(block: Mapping[str, Any], noun: str) -> list[str]:
         )]
     unit, desc = _unit_words(block)
     eps = _epsilon_text(block["epsilon"])
-    factor = format_value(math.exp(_ceil_sig(block["epsilon"])))
-    delta = format_value(block["delta"])
+    factor = format_bound(math.exp(_ceil_sig(block["epsilon"])))  # bounds: rounded up, never to nearest
+    delta = format_bound(block["delta"])
     accountant = str(block["accountant"]).upper()
     who = f"{unit} ({desc})" if desc else unit
     paragraphs = [
@@ -794,7 +885,7 @@ def _facts(block: Mapping[str, Any]) -> list[tuple[str, str]]:
     n = block["num_units"]
     rows = [
         ("ε (spent / budget)", f"{_epsilon_text(block['epsilon'])} / {_epsilon_text(block['epsilon_budget'])}"),
-        ("δ", format_value(block["delta"])),
+        ("δ", format_bound(block["delta"])),
         ("privacy unit", f"one {unit}: {desc}" if desc else f"one {unit} ({block['privacy_unit']}-level)"),
         ("adjacency", f"add or remove one {unit}"),
         ("N (public, disclosed)", f"{n:,} {'users' if block['privacy_unit'] == 'user' else 'records'}"),
@@ -825,6 +916,7 @@ def _stage_row(stage: Mapping[str, Any]) -> tuple[str, ...]:
         "-" if budget is None else _epsilon_text(budget),
         _epsilon_text(stage["epsilon_spent"]),
         parameters,
+        ", ".join(stage["outputs"]) or "-",
     ))
 
 
@@ -875,7 +967,8 @@ def _audit_context(audit: Mapping[str, Any] | None) -> dict[str, Any] | None:
         ("verdict", audit["verdict"]),
         ("inclusion commitment (SHA-256)", f"`{audit['inclusion_hash']}`"),
     ]
-    return {"method": audit["method"], "basis": basis, "rows": [(escape_markdown(k), escape_markdown(v)) for k, v in rows]}
+    return {"method": audit["method"], "basis": basis, "rows": [(escape_markdown(k), escape_markdown(v)) for k, v in rows],
+            "refuted": bool(audit["refuted"]), "override": escape_markdown(audit["override"]) if "override" in audit else None}
 
 
 def _training_rows(stage: Mapping[str, Any], training: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -39,6 +39,7 @@ from hf_dpsynth.hub.cards import (
     render_dataset_card,
     validate_card,
 )
+from hf_dpsynth.hub.gates import VERBATIM_OWNER_CHECK
 from hf_dpsynth.models import DEFAULT_MODEL_NAME
 from hf_dpsynth.privacy import dpsgd_event, event_to_dict, gaussian_event, zcdp_event
 
@@ -161,7 +162,8 @@ OWNER_METRICS = [
     Metric("TSTR accuracy on the private test split", 0.95, False, "downstream utility", "ε = ∞ (non-private)",
            note="private held-out split"),
 ]
-OWNER_CHECKS = ["verbatim training-record gate (hf_dpsynth.hub.gates.check_release)"]
+OWNER_CHECKS = [VERBATIM_OWNER_CHECK]
+OUTPUTS = {"label_histogram": ["label_histogram.json"], "training": ["adapter"], "audit": ["audit.json"]}
 
 
 def _training_report(ledger, **changes):
@@ -184,7 +186,7 @@ def dataset_card(user_ledger, charged_audit):
         ledger_report=user_ledger, num_records=5000, codec_info=CODEC, generator_info=GENERATION,
         metrics=SHARED_METRICS + OWNER_METRICS, audit=charged_audit, pretty_name="SMS spam (synthetic, DP)",
         language="en", preparation=_preparation(), owner_checks=OWNER_CHECKS,
-        training_report=_training_report(user_ledger),
+        training_report=_training_report(user_ledger), outputs=OUTPUTS,
     )
 
 
@@ -193,7 +195,7 @@ def adapter_card(user_ledger, charged_audit):
     return render_adapter_card(
         ledger_report=user_ledger, training_report=_training_report(user_ledger),
         metrics=SHARED_METRICS + OWNER_METRICS, audit=charged_audit, language="en",
-        repo_id="my-org/sms-spam-dp-lora", preparation=_preparation(),
+        repo_id="my-org/sms-spam-dp-lora", preparation=_preparation(), outputs=OUTPUTS,
     )
 
 
@@ -211,6 +213,7 @@ def owner_only_card(prediction_ledger, uncharged_audit):
         generator_info=generation, metrics=SHARED_METRICS + OWNER_METRICS, audit=uncharged_audit,
         pretty_name="SMS spam via private prediction", preparation=_preparation("example"),
         include_owner_only=True, notes=["A demonstration release: 18 records only."],
+        outputs={"label_histogram": ["label_histogram.json"], "private_prediction": ["synthetic"]},
     )
 
 
@@ -313,12 +316,13 @@ def test_the_report_dict_gives_the_same_block_without_events(user_ledger):
 
 def test_round_trip_of_the_block_through_the_card_and_huggingface_hub(dataset_card, adapter_card, user_ledger,
                                                                       charged_audit, tmp_path):
-    expected = dp_block(user_ledger, audit=charged_audit, max_examples_per_user=CAP, owner_checks=OWNER_CHECKS)
+    expected = dp_block(user_ledger, audit=charged_audit, max_examples_per_user=CAP, owner_checks=OWNER_CHECKS,
+                        outputs=OUTPUTS)
     assert read_dp_block(str(dataset_card)) == expected
     dataset_card.save(tmp_path / "README.md")
     loaded = DatasetCard.load(tmp_path / "README.md")
     assert read_dp_block(loaded) == expected and loaded.data[DP_BLOCK_KEY] == expected
-    adapter_expected = dp_block(user_ledger, audit=charged_audit, max_examples_per_user=CAP)
+    adapter_expected = dp_block(user_ledger, audit=charged_audit, max_examples_per_user=CAP, outputs=OUTPUTS)
     assert read_dp_block(ModelCard(str(adapter_card))) == adapter_expected
 
 
@@ -340,7 +344,7 @@ def test_dataset_card_metadata(dataset_card):
         assert heading in text
     assert "σ = 1.8, q = 0.064, T = 200, C = 1, expected batch = 64" in text
     assert "TSTR accuracy (TF-IDF + logistic regression) | ε = 3 | 0.912" in text
-    assert "verbatim training-record gate" in text  # row 29: the non-DP owner check is stated
+    assert VERBATIM_OWNER_CHECK in text  # row 29: the non-DP owner check is stated
 
 
 def test_adapter_card_names_the_base_model_and_its_q4_1_weights(adapter_card):
@@ -590,3 +594,64 @@ def test_bad_render_inputs_are_refused(user_ledger, prediction_ledger, non_priva
         render_adapter_card(ledger_report=non_private_ledger, base_model=str(tmp_path))
     with pytest.raises(CardError, match="owner_checks"):
         render_dataset_card(**base, owner_checks="verbatim gate")
+
+
+# --------------------------------------------------------------------------------------------
+# Each stage's outputs (issue 12, item 3), δ rounded up, the refuted-audit override in the schema
+# --------------------------------------------------------------------------------------------
+
+
+def test_each_stage_lists_the_outputs_it_released(dataset_card, user_ledger):
+    block = read_dp_block(str(dataset_card))
+    assert {s["name"]: s["outputs"] for s in block["stages"]} == OUTPUTS
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in dataset_card.text.splitlines()
+            if line.startswith("| ") and " | " in line}
+    assert rows["training"].endswith("| adapter |") and rows["label_histogram"].endswith("| label_histogram.json |")
+    assert {s["name"]: s["outputs"] for s in dp_block(user_ledger)["stages"]} == {s: [] for s in OUTPUTS}
+
+
+def test_a_stage_that_released_output_without_a_charge_or_outside_the_ledger_is_refused():
+    ledger = PrivacyLedger(epsilon=2.0, delta=1e-6, num_units=1000)
+    ledger.plan({"label_histogram": 0.1, "training": 0.9})
+    ledger.charge("label_histogram", gaussian_event(noise_multiplier=20.0), metadata=_histogram_metadata(20.0, unit="example"))
+    assert [s["charges"] for s in ledger.report().to_dict()["stages"]][1] == []  # planned, never charged
+    block = dp_block(ledger, outputs={"label_histogram": ["label_histogram.json"]})
+    with pytest.raises(CardError, match="'training' released \\['adapter'\\] but holds no charge"):
+        dp_block(ledger, outputs={"label_histogram": ["label_histogram.json"], "training": ["adapter"]})
+    with pytest.raises(CardError, match="'private_prediction'.*which the ledger does not hold"):
+        dp_block(ledger, outputs={"private_prediction": ["synthetic"]})
+    with pytest.raises(CardError, match="outputs\\['training'\\] must hold non-empty strings"):
+        dp_block(ledger, outputs={"training": [""]})
+    # The schema alone refuses it too (a card edited by hand, read by another tool).
+    tampered = {**block, "stages": [block["stages"][0], {**block["stages"][1], "outputs": ["adapter"]}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(tampered, dp_block_schema())
+    with pytest.raises(CardError, match="holds no charge|does not validate"):
+        cards._validate_block(tampered)
+    without = {**block, "stages": [{k: v for k, v in s.items() if k != "outputs"} for s in block["stages"]]}
+    with pytest.raises(CardError, match="outputs"):
+        cards._validate_block(without)  # every stage entry lists its outputs (format_version 2)
+
+
+def test_delta_and_the_factor_e_epsilon_are_rounded_up_in_the_card():
+    ledger = PrivacyLedger(epsilon=2.0, delta=1.2341e-6, num_units=1000)
+    ledger.charge("label_histogram", gaussian_event(noise_multiplier=3.0), metadata=_histogram_metadata(3.0, unit="example"))
+    card = render_dataset_card(ledger_report=ledger, num_records=3, codec_info=CODEC, generator_info={"generator": "x"})
+    title = next(line for line in card.text.splitlines() if line.startswith("# "))
+    delta = re.search(r"δ = ([0-9.e-]+),", title).group(1)
+    assert 1.2341e-6 <= float(delta) <= 1.2341e-6 * 1.01 and delta == "1.24e-6"  # not 1.23e-6 (nearest)
+    assert "| δ | 1.24e-6 |" in card.text
+    factor = float(re.search(r"factor e\^ε ≈ ([0-9.]+)", card.text).group(1))
+    assert factor >= math.exp(ledger.epsilon_spent())
+
+
+def test_an_override_without_a_refuted_audit_does_not_validate(charged_audit, user_ledger):
+    block = dp_block(user_ledger, audit=charged_audit)
+    assert block["audit"]["refuted"] is False
+    statement = cards.refuted_audit_statement(block["audit"]["epsilon_lower_bound"], block["audit"]["claimed_epsilon"])
+    tampered = {**block, "audit": {**block["audit"], "override": statement}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(tampered, dp_block_schema())
+    refuted = {**block, "audit": {**block["audit"], "refuted": True, "override": "published anyway"}}
+    with pytest.raises(CardError, match="override statement"):
+        cards._validate_block(refuted)
