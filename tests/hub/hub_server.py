@@ -28,6 +28,8 @@ load.py), not guessed:
   (404 ``EntryNotFound`` "A file with this name doesn't exist" when absent); answers ``commitOid`` and
   ``commitUrl``. Each commit gets a 40-hex sha; ``main`` points at the newest one; old commits stay
   readable by sha.
+- ``PUT /api/{type}s/{ns}/{name}/settings`` (``HfApi.update_repo_settings``): ``visibility``
+  (``public``/``private``) or ``private``, and ``gated`` (accepted, not enforced).
 - ``GET /api/{type}s/{ns}/{name}/tree/{rev}[/{path}]`` (``recursive``, ``expand``) and
   ``POST .../paths-info/{rev}`` (form or JSON ``paths``), as used by HfFileSystem.
 - ``GET|HEAD /{datasets/|spaces/}{ns}/{name}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag`` (git
@@ -483,6 +485,8 @@ class _Handler(BaseHTTPRequestHandler):
                         return self._preupload(repo_type, repo_id, rest[1], body)
                     if len(rest) == 2 and rest[0] == "commit" and method == "POST":
                         return self._commit_endpoint(repo_type, repo_id, rest[1], body, query)
+                    if rest == ["settings"] and method == "PUT":
+                        return self._settings(repo_type, repo_id, body)
             elif segs[:1] == [LFS_UPLOAD_ROUTE] and len(segs) == 5 and method == "PUT":
                 return self._lfs_put(segs[1], f"{segs[2]}/{segs[3]}", segs[4], body)
             elif segs[:1] == [LFS_VERIFY_ROUTE] and len(segs) == 4 and method == "POST":
@@ -534,6 +538,24 @@ class _Handler(BaseHTTPRequestHandler):
                 "error": f"You already created this {repo_type} repo", "url": url})
         self.hub.create_repo(repo_type, repo_id, private=private)
         self._json({"url": url, "name": repo_id, "id": repo_id})
+
+    def _settings(self, repo_type: str, repo_id: str, body: bytes) -> None:
+        repo = self._repo(repo_type, repo_id)
+        self._require_write(repo)
+        payload = json.loads(body or b"{}")
+        unknown = set(payload) - {"visibility", "private", "gated"}
+        if unknown or not payload:
+            raise HubError(400, f"Unsupported repo settings: {sorted(unknown) or 'none given'}")
+        if "gated" in payload and payload["gated"] not in ("auto", "manual", False):
+            raise HubError(400, f"Invalid gated value: {payload['gated']!r}")
+        visibility = payload.get("visibility")
+        if visibility is not None:
+            if visibility not in ("public", "private"):
+                raise HubError(400, f"Invalid visibility: {visibility!r}")
+            repo.private = visibility == "private"
+        elif "private" in payload:
+            repo.private = bool(payload["private"])
+        self._json({})
 
     def _validate_yaml(self, body: bytes) -> None:
         content = json.loads(body or b"{}").get("content", "")
