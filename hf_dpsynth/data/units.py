@@ -10,7 +10,7 @@ Exact duplicates within a user are collapsed first (they add no information, onl
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,10 +44,17 @@ def check_user_level(privacy_unit: str, user_id_column: str | None, max_examples
             )
 
 
-def group_rows_by_user(user_ids: Sequence[Any], *, column: str = "user id") -> dict[Any, list[int]]:
-    """Row indices per user, users in order of first appearance; every row needs a hashable id."""
+def group_rows_by_user(
+    user_ids: Sequence[Any], *, column: str = "user id", rows: Iterable[int] | None = None
+) -> dict[Any, list[int]]:
+    """Row indices per user, users in order of first appearance; every row needs a hashable id.
+
+    ``rows``: only these row indices (in order), e.g. the rows left after dropping invalid ones;
+    the indices returned, and named in errors, are still those of ``user_ids``.
+    """
     by_user: dict[Any, list[int]] = {}
-    for row, user in enumerate(user_ids):
+    for row in range(len(user_ids)) if rows is None else rows:
+        user = user_ids[row]
         if user is None or (isinstance(user, float) and user != user):
             raise DatasetError(
                 f"Row {row} has no user id in column {column!r}; every row needs one for user-level DP. "
@@ -99,6 +106,7 @@ def bound_contributions(
     max_examples_per_user: int | None = None,
     dedupe_key: Callable[[int], Hashable] | None = None,
     user_id_column: str = "user id",
+    rows: Sequence[int] | None = None,
 ) -> BoundedRows:
     """Group rows into privacy units, collapse exact duplicates within a user, cap each user.
 
@@ -110,20 +118,24 @@ def bound_contributions(
         max_examples_per_user: the cap (user level).
         dedupe_key: maps a row index to the content that defines an exact duplicate; None keeps
             duplicates.
+        rows: the row indices to bound (increasing), e.g. those left after dropping invalid
+            rows; default all ``num_rows``. The rows returned are indices into the full data.
 
     Privacy: at user level, one user then moves at most ``max_examples_per_user`` records.
     """
     check_user_level(privacy_unit, "given" if user_ids is not None else None, max_examples_per_user)
-    if num_rows == 0:
+    candidates = list(range(num_rows)) if rows is None else list(rows)
+    if not candidates:
         raise DatasetError("The dataset is empty: there is nothing to protect or learn from.")
+    if not (0 <= candidates[0] and candidates[-1] < num_rows and all(a < b for a, b in zip(candidates, candidates[1:]))):
+        raise DatasetError(f"rows must be increasing, distinct row indices below num_rows={num_rows}.")
     if user_ids is None:
-        rows = list(range(num_rows))
-        return BoundedRows(rows, list(range(num_rows + 1)), privacy_unit, None, 0, 0)
+        return BoundedRows(candidates, list(range(len(candidates) + 1)), privacy_unit, None, 0, 0)
     if len(user_ids) != num_rows:
         raise DatasetError(f"got {len(user_ids)} user ids for {num_rows} rows.")
-    by_user = group_rows_by_user(user_ids, column=user_id_column)
+    by_user = group_rows_by_user(user_ids, column=user_id_column, rows=candidates)
     duplicates = capped = 0
-    rows: list[int] = []
+    kept_rows: list[int] = []
     offsets = [0]
     for user, user_rows in by_user.items():
         if dedupe_key is not None:
@@ -139,13 +151,13 @@ def bound_contributions(
         if privacy_unit == "user":
             kept = cap_user_rows(user, user_rows, max_examples_per_user)  # type: ignore[arg-type]
             capped += len(user_rows) - len(kept)
-            rows.extend(kept)
-            offsets.append(len(rows))
+            kept_rows.extend(kept)
+            offsets.append(len(kept_rows))
         else:
             for row in user_rows:
-                rows.append(row)
-                offsets.append(len(rows))
+                kept_rows.append(row)
+                offsets.append(len(kept_rows))
     if privacy_unit == "example":
         # Example level keeps dataset order; units are single rows.
-        rows.sort()
-    return BoundedRows(rows, offsets, privacy_unit, len(by_user), duplicates, capped)
+        kept_rows.sort()
+    return BoundedRows(kept_rows, offsets, privacy_unit, len(by_user), duplicates, capped)

@@ -8,6 +8,7 @@ from datasets import Dataset, DatasetDict
 
 from hf_dpsynth.data import (
     CategoricalColumn,
+    PreparationReport,
     FloatColumn,
     ImageCodec,
     IntegerColumn,
@@ -142,15 +143,25 @@ SCHEMA = TabularSchema(
 )
 
 
+def _column_order(completion):
+    return tuple(pair.split(" is ")[0] for pair in completion.split(", "))
+
+
 def test_tabular_preparation_shuffles_order_per_example():
-    data = Dataset.from_dict({"age": [30] * 40, "sex": ["Male"] * 40, "score": [0.5] * 40})
+    ages = list(range(20, 60))
+    data = Dataset.from_dict({"age": ages, "sex": ["Male"] * 40, "score": [0.5] * 40})
     prepared = prepare_dataset(data, TabularCodec(SCHEMA), shuffle_seed=1)
     completions = prepared.dataset["completion"][:]
-    assert len(set(completions)) > 1  # orders differ between examples
+    assert len({_column_order(c) for c in completions}) > 1  # orders differ between examples
     codec = TabularCodec(SCHEMA)
-    assert all(codec.decode(c) == {"age": 30, "sex": "Male", "score": 0.5} for c in completions)
+    assert [codec.decode(c) for c in completions] == [{"age": a, "sex": "Male", "score": 0.5} for a in ages]
     again = prepare_dataset(data, TabularCodec(SCHEMA), shuffle_seed=1)
     assert again.dataset["completion"][:] == completions
+    other_key = prepare_dataset(data, TabularCodec(SCHEMA), shuffle_seed=2)
+    assert other_key.dataset["completion"][:] != completions  # shuffle_seed is mixed into the hash
+    # The order is a function of the record alone: identical records are written identically.
+    twins = prepare_dataset(Dataset.from_dict({"age": [30] * 5, "sex": ["Male"] * 5, "score": [0.5] * 5}), TabularCodec(SCHEMA))
+    assert len(set(twins.dataset["completion"][:])) == 1
 
 
 def test_out_of_bounds_is_an_error_or_clipped_on_request():
@@ -251,7 +262,7 @@ def test_nan_in_a_non_nullable_column_is_refused():
     [
         ({}, {"label": ["ham"], "body": ["x"]}, DatasetError, r"no column\(s\) \['text'\].*\['label', 'body'\]"),
         ({}, {"label": [], "text": []}, DatasetError, "is empty"),
-        ({}, {"label": ["eggs"], "text": ["x"]}, DatasetError, "Row 0 .*unknown_category.*'eggs'"),
+        ({}, {"label": ["eggs"], "text": ["x"]}, DatasetError, r"Row 0 \(column 'label'\) .*unknown_category.*'ham', 'spam'"),
         ({}, {"label": ["ham"], "text": ["   "]}, DatasetError, "Row 0 .*empty"),
         ({"privacy_unit": "user"}, {"label": ["ham"], "text": ["x"]}, DatasetError, "needs user_id_column"),
         ({"privacy_unit": "user", "user_id_column": "u"}, {"label": ["ham"], "text": ["x"], "u": [1]}, DatasetError, "max_examples_per_user"),
@@ -334,3 +345,188 @@ def test_trainer_trains_on_a_prepared_dataset_at_its_unit(tmp_path):
     run.train()
     report = run.privacy_report()
     assert report.num_units == prepared.num_units == 3
+
+
+# ------------------------------------------------------------------------------------ 1-stability
+# DP_CORRECTNESS row 30: every per-record choice is a function of that record (and its user) alone,
+# so preparing D and D minus one record writes every other record exactly the same way.
+
+
+def _tabular_rows(n=30):
+    rng = np.random.default_rng(7)
+    return {
+        "user": [f"u{i % 7}" for i in range(n)],
+        "label": ["ham" if i % 3 else "spam" for i in range(n)],
+        "age": [int(a) for a in rng.integers(17, 91, size=n)],
+        "sex": [["Female", "Male"][int(b)] for b in rng.integers(0, 2, size=n)],
+        "score": [round(float(x), 2) for x in rng.random(n)],
+    }
+
+
+def _without(data, row):
+    return {k: v[:row] + v[row + 1:] for k, v in data.items()}
+
+
+def _written(prepared, codec):
+    """Each prepared record's (prompt, completion), keyed by the record it encodes (and its user)."""
+    rows = prepared.dataset.to_list()
+    out = {}
+    for r in rows:
+        key = (r.get("user"), json.dumps(codec.decode(r["prompt"] + r["completion"]), sort_keys=True))
+        assert key not in out  # the records are distinct
+        out[key] = (r["prompt"], r["completion"])
+    return out
+
+
+@pytest.mark.parametrize("unit", ["example", "user"])
+def test_tabular_preparation_is_one_stable(unit):
+    """Row 30: removing one record leaves every other record's prompt and completion unchanged."""
+    codec = TabularCodec(SCHEMA, conditions=LABELS)
+    kwargs = {"privacy_unit": "user", "user_id_column": "user", "max_examples_per_user": 10} if unit == "user" else {}
+    data = _tabular_rows()
+    full = _written(prepare_dataset(Dataset.from_dict(data), codec, shuffle_seed=3, **kwargs), codec)
+    assert len({_column_order(c) for _, c in full.values()}) > 1  # the orders do vary
+    for removed in (0, 11, 29):
+        less = _written(prepare_dataset(Dataset.from_dict(_without(data, removed)), codec, shuffle_seed=3, **kwargs), codec)
+        assert len(less) == len(full) - 1 and set(less) < set(full)
+        assert all(less[key] == full[key] for key in less), f"removing row {removed} rewrote other records"
+
+
+def test_text_preparation_is_one_stable():
+    data = _messages().to_dict()
+    full = prepare_dataset(Dataset.from_dict(data), TextCodec(conditions=LABELS)).dataset.to_list()
+    for removed in range(len(full)):
+        less = prepare_dataset(Dataset.from_dict(_without(data, removed)), TextCodec(conditions=LABELS)).dataset.to_list()
+        assert less == full[:removed] + full[removed + 1:]
+
+
+def test_private_prediction_batches_differ_in_one_member_after_removing_one_record():
+    """Row 30: private prediction's batch key is the prepared text, so it must be 1-stable too."""
+    from hf_dpsynth import PrivacyLedger
+    from hf_dpsynth.generation import PrivatePredictionGenerator
+    from hf_dpsynth.models import tiny_causal_lm
+
+    model, tok = tiny_causal_lm(seed=3)
+    codec = TabularCodec(SCHEMA, conditions=LABELS)
+    data = _tabular_rows()
+
+    def members(d):
+        ledger = PrivacyLedger(epsilon=8.0, delta=1e-5, accountant="rdp")
+        ledger.plan({"private_prediction": 1.0})
+        gen = PrivatePredictionGenerator(
+            model, tok, prepare_dataset(Dataset.from_dict(d), codec), codec=codec, ledger=ledger,
+            expected_batch_size=2, batches_per_label={"ham": 3, "spam": 2}, clip=1.0, max_private_tokens=2,
+        )
+        return gen._members
+
+    full = members(data)
+    for removed in (0, 11, 29):
+        less = members(_without(data, removed))
+        assert less.keys() == full.keys()
+        changed = [key for key in full if full[key] != less[key]]
+        assert len(changed) == 1, f"removing row {removed} moved records in batches {changed}"
+        (key,) = changed
+        gone = [m for m in full[key] if m not in less[key]]
+        assert len(gone) == 1 and [m for m in full[key] if m != gone[0]] == less[key]
+        assert key[0] == data["label"][removed]
+
+
+# ------------------------------------------------------------------------------------ errors, drop_invalid
+
+
+def test_row_errors_name_the_row_and_column_never_the_value():
+    cases = [
+        (TextCodec(conditions=LABELS), {"label": ["ham", "secretcategory"], "text": ["hi", "x"]}, "secretcategory", r"Row 1 \(column 'label'\)"),
+        (TextCodec(), {"text": [123456789, 5]}, "123456789", r"Row 0 \(column 'text'\) .*not_text"),
+        (TabularCodec(SCHEMA), {"age": [30, 87654], "sex": ["Male", "Male"], "score": [0.1, 0.2]}, "87654", r"Row 1 \(column 'age'\) .*\[17, 90\]"),
+    ]
+    for codec, data, secret, match in cases:
+        with pytest.raises(DatasetError, match=match) as info:
+            prepare_dataset(Dataset.from_dict(data), codec)
+        assert secret not in str(info.value)
+        assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained reason quoting it
+        assert "drop_invalid=True" in str(info.value)
+
+
+def _with_blanks():
+    return Dataset.from_dict({
+        "label": ["ham", "spam", "ham", "ham", "eggs", "spam", "ham"],
+        "text": ["see you at 6", "WIN now", "", "ok then", "fine", "   ", "call me"],
+    })
+
+
+def test_blank_texts_refuse_by_default_and_are_dropped_on_request():
+    with pytest.raises(DatasetError, match=r"Row 2 \(column 'text'\) does not fit the codec \(empty\)"):
+        prepare_dataset(_with_blanks(), TextCodec(conditions=LABELS))
+    prepared = prepare_dataset(_with_blanks(), TextCodec(conditions=LABELS), drop_invalid=True)
+    assert prepared.dataset["completion"][:] == ["see you at 6", "WIN now", "ok then", "call me"]
+    assert prepared.dataset["label"][:] == ["ham", "spam", "ham", "ham"]
+    assert prepared.num_units == 4  # N counts the rows kept
+    report = prepared.report
+    assert report.invalid_dropped == {"empty": 2, "unknown_category": 1}
+    assert (report.num_records_read, report.num_records_kept) == (7, 4)
+    assert "invalid_dropped" in PreparationReport.OWNER_ONLY
+    assert "invalid_dropped" not in json.dumps(report.to_dict()) and report.to_dict()["drop_invalid"] is True
+    assert report.to_dict(include_owner_only=True)["owner_only"]["invalid_dropped"] == {"empty": 2, "unknown_category": 1}
+    assert "empty 2, unknown_category 1" in str(report)
+    assert prepare_dataset(_messages(), TextCodec(conditions=LABELS)).report.invalid_dropped == {}
+
+
+@pytest.mark.parametrize("unit", ["example", "user"])
+def test_drop_invalid_is_one_stable(unit):
+    """D and D plus one invalid row prepare to identical datasets (the drop precedes dedup and cap)."""
+    kwargs = {"privacy_unit": "user", "user_id_column": "user", "max_examples_per_user": 2} if unit == "user" else {}
+    text = _messages().to_dict()
+    tab = {k: v for k, v in _tabular_rows(12).items() if k != "label"}
+    bad_text = [{"user": "u1", "label": "ham", "text": " "}, {"user": "u2", "label": "eggs", "text": "hi"},
+                {"user": "u9", "label": "ham", "text": ""}]
+    bad_tab = [{"user": "u1", "age": 300, "sex": "Male", "score": 0.1}, {"user": "u2", "age": float("nan"), "sex": "Male", "score": 0.1},
+               {"user": "u3", "age": 40, "sex": "Other", "score": 0.1}]
+    for data, codec, bad_rows in ((text, TextCodec(conditions=LABELS), bad_text), (tab, TabularCodec(SCHEMA), bad_tab)):
+        base = prepare_dataset(Dataset.from_dict(data), codec, drop_invalid=True, **kwargs)
+        for bad in bad_rows:
+            for at in (0, 3, len(data["user"])):
+                plus = {k: v[:at] + [bad[k]] + v[at:] for k, v in data.items()}
+                prepared = prepare_dataset(Dataset.from_dict(plus), codec, drop_invalid=True, **kwargs)
+                assert prepared.dataset.to_dict() == base.dataset.to_dict()
+                assert prepared.num_units == base.num_units and prepared.num_users == base.num_users
+                assert sum(prepared.report.invalid_dropped.values()) == 1
+
+
+def test_a_text_that_no_longer_fits_once_scrubbed_is_dropped_too():
+    data = Dataset.from_dict({"text": ["hello", "x a@b.io", "bye"]})  # 8 characters; "x <EMAIL>" has 9
+    codec = TextCodec(max_chars=8)
+    with pytest.raises(DatasetError, match=r"Row 1 \(column 'text'\) does not fit the codec after PII scrubbing \(too_long\)") as info:
+        prepare_dataset(data, codec)
+    assert "a@b.io" not in str(info.value)
+    prepared = prepare_dataset(data, codec, drop_invalid=True)
+    assert prepared.dataset["completion"][:] == ["hello", "bye"]
+    assert prepared.report.invalid_dropped == {"too_long": 1} and prepared.report.records_with_pii == 0
+
+
+def test_everything_dropped_is_the_empty_dataset_error_with_a_hint():
+    with pytest.raises(DatasetError, match=r"Every one of the 2 rows was dropped as invalid.*empty 2.*codec's fields"):
+        prepare_dataset(Dataset.from_dict({"text": ["", " "]}), TextCodec(), drop_invalid=True)
+    with pytest.raises(DatasetError, match="drop_invalid must be True or False"):
+        prepare_dataset(_messages(), TextCodec(), drop_invalid="yes")
+
+
+def test_a_missing_user_id_names_its_own_row_after_rows_were_dropped():
+    data = Dataset.from_dict({"u": ["a", "b", None], "text": ["", "hi", "ho"]})
+    with pytest.raises(DatasetError, match="Row 2 has no user id"):
+        prepare_dataset(data, TextCodec(), privacy_unit="user", user_id_column="u", max_examples_per_user=1, drop_invalid=True)
+
+
+def test_prepared_data_keeps_each_condition_value_in_its_own_column():
+    source = _messages()
+    prepared = prepare_dataset(source, TextCodec(conditions=LABELS))
+    assert prepared.dataset.column_names == ["prompt", "completion", "label"]
+    assert prepared.dataset["label"][:] == source["label"][:]
+    users = prepare_dataset(source, TextCodec(conditions=LABELS), privacy_unit="user", user_id_column="user", max_examples_per_user=2)
+    by_text = {(u, t): lab for u, t, lab in zip(source["user"][:], source["text"][:], source["label"][:])}
+    for row in users.dataset.to_list():  # each kept record's label is its source row's (no PII in these texts)
+        if "<" not in row["completion"]:
+            assert row["label"] == by_text[(row["user"], row["completion"])]
+    assert prepare_dataset(source, TextCodec()).dataset.column_names == ["prompt", "completion"]
+    with pytest.raises(DatasetError, match="name of a column of the prepared data"):
+        prepare_dataset(Dataset.from_dict({"prompt": ["a"], "text": ["x"]}), TextCodec(conditions={"prompt": ["a"]}))
