@@ -31,7 +31,7 @@ import torch
 
 from hf_dpsynth.data.codecs import Codec
 from hf_dpsynth.data.loading import column_values, load_records
-from hf_dpsynth.data.prepare import PreparedDataset
+from hf_dpsynth.data.prepare import PreparedDataset, row_error
 from hf_dpsynth.data.statistics import DPHistogram
 from hf_dpsynth.data.units import cap_user_rows, group_rows_by_user
 from hf_dpsynth.errors import (
@@ -40,10 +40,12 @@ from hf_dpsynth.errors import (
     InvalidPrivacyParameterError,
     InvalidRecord,
     PrivacyBudgetExceededError,
+    PrivacyUnitMismatchError,
 )
 from hf_dpsynth.generation.adapter_sampler import check_tokenizer_matches
 from hf_dpsynth.generation.base import GeneratedText, Synthesizer, build_dataset, check_positive_int
 from hf_dpsynth.generation.contexts import LockstepContexts
+from hf_dpsynth.privacy.calibration import default_delta
 from hf_dpsynth.privacy.events import zcdp_event
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -165,7 +167,10 @@ class PrivatePredictionGenerator(Synthesizer):
         codec: the records' codec; at most one condition (the label), whose value sets the
             batch's public condition.
         ledger: planned with a ``"private_prediction"`` stage (zCDP: the ledger uses RDP); charged
-            ρ(max_private_tokens) once per :meth:`generate`, before anything runs.
+            ρ(max_private_tokens) once per :meth:`generate`, before anything runs. Its privacy unit
+            must be the one this generator protects (``"user"`` only when batching by user id)
+            and its δ below 1/N, N the number of units (records, or users at user level): both
+            are checked here, before any work, and again by the charge.
         expected_batch_size: the public s (an int, or per label a mapping).
         label_counts: DP label counts already charged in this ledger (a :class:`DPHistogram`),
             or declared public counts ``{label: count}``; batches per label = ⌊count / s⌋.
@@ -181,7 +186,7 @@ class PrivatePredictionGenerator(Synthesizer):
         top_k, top_p: masks computed from the public prompt's logits only (never private ones).
         instruction: the private prompt, with ``{example}`` where the record goes.
         user_id_column: at user level, one record per user (chosen by a public hash), batched by
-            the user id.
+            the user id (a user-level PreparedDataset gives its own).
 
     Privacy: see the module docstring. The expected batch size, batch counts, clip, temperature,
     r_max, prompts and the DP label counts are public; the records are not.
@@ -238,11 +243,20 @@ class PrivatePredictionGenerator(Synthesizer):
         self.stage = stage
         self._condition = next(iter(codec.conditions), None)
         self._labels: tuple[str | None, ...] = codec.conditions[self._condition] if self._condition else (None,)
+        if isinstance(private_dataset, PreparedDataset):
+            user_id_column = user_id_column or private_dataset.user_id_column
+        self.user_id_column = user_id_column
+        #: The unit this generator protects: one user when batching by user id, else one record.
+        self.privacy_unit = "user" if user_id_column else "example"
+        self._check_privacy_unit()
 
         self._sizes = self._expected_sizes(expected_batch_size)
         self.expected_batch_size = min(self._sizes.values())  # ρ uses the smallest s
         self._batches = self._plan_batches(label_counts, batches_per_label)
         examples = self._load_examples(private_dataset, user_id_column)
+        #: N, the number of privacy units (records, or users at user level): public.
+        self.num_units = len(examples)
+        self._check_num_units()
         self._members = self._assign(examples)
 
         if max_private_tokens is None:
@@ -257,6 +271,39 @@ class PrivatePredictionGenerator(Synthesizer):
         self._check_affordable(1, "even one private token")
 
     # -- set-up ----------------------------------------------------------------------------------
+
+    def _check_privacy_unit(self) -> None:
+        unit = self.ledger.privacy_unit
+        if unit == self.privacy_unit:
+            return
+        if unit == "user":
+            fix = (
+                "Give user_id_column= (or a PreparedDataset prepared with privacy_unit='user'), so that each user "
+                "contributes one record and batches are keyed by user, or charge an example-level ledger."
+            )
+            what = "one record (no user id column was given, so records are batched by their content)"
+        else:
+            fix = "Use a user-level ledger (privacy_unit='user'), or drop user_id_column= to run at example level."
+            what = f"one user (records are batched by the user id in {self.user_id_column!r})"
+        raise PrivacyUnitMismatchError(
+            f"The ledger protects one {unit!r}, but this private prediction protects {what}: the card would "
+            f"claim {unit}-level DP for a run that gives {self.privacy_unit}-level DP. {fix}"
+        )
+
+    def _check_num_units(self) -> None:
+        n, ledger, unit = self.num_units, self.ledger, self.privacy_unit
+        if ledger.num_units is not None and ledger.num_units != n:
+            raise PrivacyUnitMismatchError(
+                f"The ledger is for N = {ledger.num_units} {unit}s, but the private data has N = {n} {unit}s"
+                f"{' (one record per user)' if unit == 'user' else ''}. δ and the accounting depend on N: run every "
+                "stage of a release on the same prepared data."
+            )
+        if not ledger.delta < 1 / n:
+            raise InvalidPrivacyParameterError(
+                f"The ledger's delta = {ledger.delta:g} is not below 1/N = {1 / n:.3g} for the N = {n} {unit}s of the "
+                "private data; with δ ≥ 1/N, releasing one unit's record verbatim would satisfy the guarantee. Use a "
+                f"ledger with a smaller δ, e.g. 1/(N·ln N) = {default_delta(n):.3g}."
+            )
 
     def _expected_sizes(self, expected: int | Mapping[str, int]) -> dict[str | None, int]:
         if isinstance(expected, Mapping):
@@ -333,8 +380,9 @@ class PrivatePredictionGenerator(Synthesizer):
         if isinstance(source, PreparedDataset):
             user_id_column = user_id_column or source.user_id_column
             data = source.dataset
-            texts = [p + c for p, c in zip(column_values(data, "prompt"), column_values(data, "completion"))]
-            conditions = [self._condition_of(p, row) for row, p in enumerate(column_values(data, "prompt"))]
+            prompts = column_values(data, "prompt")
+            texts = [p + c for p, c in zip(prompts, column_values(data, "completion"))]
+            conditions = self._prepared_conditions(data, prompts)
         else:
             data = load_records(source, columns=list(codec.fields) + ([user_id_column] if user_id_column else []))
             cols = {f: column_values(data, f) for f in codec.fields}
@@ -343,8 +391,12 @@ class PrivatePredictionGenerator(Synthesizer):
                 record = {f: cols[f][row] for f in codec.fields}
                 try:
                     texts.append(codec.encode(record))
-                except InvalidRecord as exc:
-                    raise DatasetError(f"Row {row} of the private data does not fit the codec ({exc.kind}): {exc.reason}") from exc
+                except InvalidRecord as exc:  # the row and column only: the reason may quote the value
+                    raise row_error(
+                        row, codec, record, exc, of=" of the private data",
+                        fix="Fix or remove that row, or pass a PreparedDataset (prepare_dataset(..., drop_invalid=True) "
+                            "drops the rows that do not fit).",
+                    ) from None
                 conditions.append(record[self._condition] if self._condition else None)
         if not texts:
             raise DatasetError("The private dataset is empty.")
@@ -357,14 +409,32 @@ class PrivatePredictionGenerator(Synthesizer):
             examples.append(_Example(key=f"user:{user!r}", condition=conditions[row], text=texts[row]))
         return examples
 
-    def _condition_of(self, prompt: str, row: int) -> str | None:
-        if self._condition is None:
-            return None
-        line = prompt.split("\n", 1)[0]
-        name, _, value = line.partition(": ")
-        if name != self._condition or value not in self._labels:
-            raise DatasetError(f"Row {row} of the prepared data has no '{self._condition}: <value>' prefix.")
-        return value
+    def _prepared_conditions(self, data: Any, prompts: Sequence[str]) -> list[str | None]:
+        """Each prepared row's label: from the condition column that prepare_dataset keeps, or else the
+        declared label whose prefix (``codec.prompt_for``) is exactly the row's prompt — never parsed."""
+        name = self._condition
+        if name is None:
+            return [None] * len(prompts)
+        if name in data.column_names:
+            values = column_values(data, name)
+            for row, value in enumerate(values):
+                if value not in self._labels:
+                    raise DatasetError(
+                        f"Row {row} of the prepared data has a {name!r} value that the codec does not declare "
+                        f"({list(self._labels)}); prepare the data with this codec."
+                    )
+            return list(values)
+        by_prompt = {self.codec.prompt_for(**{name: label}): label for label in self._labels}
+        conditions = []
+        for row, prompt in enumerate(prompts):
+            if prompt not in by_prompt:
+                raise DatasetError(
+                    f"Row {row} of the prepared data has neither a {name!r} column nor a prompt that is this codec's "
+                    f"prefix for one of {list(self._labels)}; prepare the data with this codec (prepare_dataset keeps "
+                    "each condition in its own column)."
+                )
+            conditions.append(by_prompt[prompt])
+        return conditions
 
     def _assign(self, examples: Sequence[_Example]) -> dict[tuple[str | None, int], list[str]]:
         members: dict[tuple[str | None, int], list[str]] = {
@@ -459,9 +529,10 @@ class PrivatePredictionGenerator(Synthesizer):
         event = zcdp_event(rho=self.rho())
         self._check_affordable(self.max_private_tokens, f"{self.max_private_tokens} private tokens per record")
         self.ledger.charge(
-            self.stage, event,
+            self.stage, event, privacy_unit=self.privacy_unit, num_units=self.num_units,
             metadata={
-                "mechanism": "private_prediction", "expected_batch_size": self.expected_batch_size,
+                "mechanism": "private_prediction", "privacy_unit": self.privacy_unit, "num_units": self.num_units,
+                "expected_batch_size": self.expected_batch_size,
                 "clip": self.clip, "temperature": self.temperature, "max_private_tokens": self.max_private_tokens,
                 "svt": None if self.svt is None else {"threshold": self.svt.threshold, "noise": self.svt.noise},
                 "num_batches": len(order),

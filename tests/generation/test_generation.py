@@ -23,7 +23,13 @@ from hf_dpsynth.data import (
     dp_label_histogram,
     prepare_dataset,
 )
-from hf_dpsynth.errors import DPConfigError, PrivacyBudgetExceededError
+from hf_dpsynth.errors import (
+    DatasetError,
+    DPConfigError,
+    InvalidPrivacyParameterError,
+    PrivacyBudgetExceededError,
+    PrivacyUnitMismatchError,
+)
 from hf_dpsynth.generation import (
     AdapterSampler,
     GeneratedText,
@@ -298,7 +304,9 @@ def test_user_level_one_contribution_per_user(tiny):
     data = Dataset.from_dict(
         {"user": ["a"] * 10 + ["b", "c"], "label": ["ham"] * 12, "text": [f"msg {i}" for i in range(12)]}
     )
-    gen = make_pp(tiny, data=data, user_id_column="user", batches_per_label={"ham": 1, "spam": 0})
+    ledger = PrivacyLedger(epsilon=8.0, delta=1e-5, accountant="rdp", privacy_unit="user")
+    ledger.plan({"private_prediction": 1.0})
+    gen = make_pp(tiny, data=data, ledger=ledger, user_id_column="user", batches_per_label={"ham": 1, "spam": 0})
     assert len(gen._members[("ham", 0)]) == 3
 
 
@@ -307,6 +315,109 @@ def test_prepared_dataset_is_accepted(tiny):
     gen = make_pp(tiny, data=prepared)
     texts = [t for members in gen._members.values() for t in members]
     assert "label: ham\nmail <EMAIL>" in texts
+
+
+# ------------------------------------------------------------------------------------ privacy unit, N, δ
+
+
+def _ledger(unit="example", delta=1e-5, num_units=None):
+    ledger = PrivacyLedger(epsilon=8.0, delta=delta, accountant="rdp", privacy_unit=unit, num_units=num_units)
+    ledger.plan({"private_prediction": 1.0})
+    return ledger
+
+
+def _users_data():
+    return Dataset.from_dict({
+        "user": ["a", "a", "b", "c", "c", "d"], "label": ["ham", "ham", "spam", "ham", "spam", "ham"],
+        "text": [f"msg {i}" for i in range(6)],
+    })
+
+
+def test_a_ledger_at_another_privacy_unit_is_refused_before_anything_is_charged(tiny):
+    # A user-level ledger with data that has no user column would run at record level while the
+    # card claims user level.
+    ledger = _ledger("user")
+    with pytest.raises(PrivacyUnitMismatchError, match=r"protects one 'user'.*one record.*user_id_column="):
+        make_pp(tiny, ledger=ledger)
+    user_prepared = prepare_dataset(_users_data(), CODEC)  # prepared at example level: no user column
+    with pytest.raises(PrivacyUnitMismatchError, match="protects one 'user'"):
+        make_pp(tiny, data=user_prepared, ledger=ledger, batches_per_label={"ham": 1, "spam": 1})
+    assert ledger.charges == ()
+    example_ledger = _ledger("example")
+    with pytest.raises(PrivacyUnitMismatchError, match=r"protects one 'example'.*one user"):
+        make_pp(tiny, data=_users_data(), ledger=example_ledger, user_id_column="user", batches_per_label={"ham": 1, "spam": 1})
+    wrong_n = _ledger("example", num_units=33)
+    with pytest.raises(PrivacyUnitMismatchError, match="N = 33 examples, but the private data has N = 32"):
+        make_pp(tiny, ledger=wrong_n)
+    assert example_ledger.charges == () and wrong_n.charges == ()
+
+
+def test_a_delta_at_or_above_one_over_n_is_refused(tiny):
+    for delta in (1 / 32, 0.2):  # 32 records: δ = 1/N exactly is refused too
+        ledger = _ledger(delta=delta)
+        with pytest.raises(InvalidPrivacyParameterError, match=r"not below 1/N = 0.0312 for the N = 32 examples"):
+            make_pp(tiny, ledger=ledger)
+        assert ledger.charges == () and ledger.num_units is None
+    # At user level N counts users: 4 users, so δ = 0.3 is refused although 6 records would allow it.
+    with pytest.raises(InvalidPrivacyParameterError, match="N = 4 users"):
+        make_pp(tiny, data=_users_data(), ledger=_ledger("user", delta=0.3), user_id_column="user",
+                batches_per_label={"ham": 1, "spam": 1})
+    make_pp(tiny, ledger=_ledger(delta=0.99 / 32))  # just below 1/N passes
+
+
+@pytest.mark.parametrize("unit", ["example", "user"])
+def test_a_matching_ledger_is_charged_with_the_unit_and_n(tiny, unit):
+    ledger = _ledger(unit)
+    if unit == "user":
+        prepared = prepare_dataset(_users_data(), CODEC, privacy_unit="user", user_id_column="user", max_examples_per_user=2)
+        gen = make_pp(tiny, data=prepared, ledger=ledger, batches_per_label={"ham": 1, "spam": 1})
+        expected_n = 4
+    else:
+        gen = make_pp(tiny, ledger=ledger)
+        expected_n = 32
+    assert (gen.privacy_unit, gen.num_units) == (unit, expected_n)
+    gen.generate(1, seed=0, progress=False)
+    (charge,) = ledger.charges
+    assert (charge.metadata["privacy_unit"], charge.metadata["num_units"]) == (unit, expected_n)
+    assert ledger.num_units == expected_n  # the ledger adopted N from the charge
+    assert ledger.report().privacy_unit == unit
+
+
+# ------------------------------------------------------------------------------------ prompt templates
+
+
+def test_prepared_data_with_a_prompt_template_batches_by_the_source_labels(tiny):
+    import dataclasses
+
+    codec = TextCodec(conditions=LABELS, prompt_template="<|im_start|>user\nWrite a {label} SMS.<|im_end|>\n")
+    source = private_data()
+    label_of = dict(zip(source["text"][:], source["label"][:]))
+    prepared = prepare_dataset(source, codec)
+    gen = make_pp(tiny, data=prepared, codec=codec)
+    seen = []
+    for (label, _), members in gen._members.items():
+        prefix = codec.prompt_for(label=label)
+        for text in members:
+            assert text.startswith(prefix)
+            assert label_of[text[len(prefix):]] == label  # the source row's label, not a parse of the prompt
+            seen.append(text[len(prefix):])
+    assert sorted(seen) == sorted(source["text"][:])  # every record is in exactly one batch
+    info = generation_info(gen.generate(seed=0, progress=False))
+    assert info["num_generated"] == 5
+    # Without the condition column (a hand-made PreparedDataset) the label is the declared value whose
+    # prefix is exactly the prompt: the same batches.
+    bare = dataclasses.replace(prepared, dataset=prepared.dataset.remove_columns("label"))
+    assert make_pp(tiny, data=bare, codec=codec)._members == gen._members
+    other = TextCodec(conditions=LABELS, prompt_template="Another {label} template\n")
+    with pytest.raises(DatasetError, match="Row 0 of the prepared data has neither a 'label' column nor a prompt"):
+        make_pp(tiny, data=bare, codec=other)
+
+
+def test_raw_rows_that_do_not_fit_are_named_without_their_value(tiny):
+    data = Dataset.from_dict({"label": ["ham", "topsecretlabel"], "text": ["a", "b"]})
+    with pytest.raises(DatasetError, match=r"Row 1 of the private data \(column 'label'\) does not fit the codec") as info:
+        make_pp(tiny, data=data, batches_per_label={"ham": 1, "spam": 1})
+    assert "topsecretlabel" not in str(info.value)
 
 
 # ------------------------------------------------------------------------------------ bad input
