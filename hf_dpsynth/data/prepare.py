@@ -208,17 +208,18 @@ def _public_hint(codec: Codec, column: str | None, kind: str) -> str:
 
 
 def row_error(row: int, codec: Codec, record: Mapping[str, Any], exc: InvalidRecord, *, clip: bool = False,
-              when: str = "", what: str = "Row") -> DatasetError:
+              when: str = "", of: str = "", fix: str | None = None) -> DatasetError:
     """The error for ``row`` not fitting ``codec``: the row, the column and the reason, never the value.
 
     ``exc.reason`` is not used: it may quote the private value (a record's text or a number).
     """
     column = _invalid_column(codec, record, clip=clip)
     where = f" (column {column!r})" if column is not None else ""
+    if fix is None:
+        fix = ("Fix or remove that row, or prepare with drop_invalid=True to drop the rows that do not fit (counted "
+               "per reason in the owner-only report).")
     return DatasetError(
-        f"{what} {row}{where} does not fit the codec{when} ({exc.kind}): {_public_hint(codec, column, exc.kind)}. "
-        "Fix or remove that row, or prepare with drop_invalid=True to drop the rows that do not fit (counted "
-        "per reason in the owner-only report)."
+        f"Row {row}{of}{where} does not fit the codec{when} ({exc.kind}): {_public_hint(codec, column, exc.kind)}. {fix}"
     )
 
 
