@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public", action="store_true", help="Create public repos (default: private).")
     parser.add_argument("--allow-non-private", action="store_true",
                         help="Publish a release whose ledger says DP was off (the card says so).")
+    parser.add_argument("--allow-refuted-audit", action="store_true",
+                        help="Publish although the charged audit refuted ε (ε̂ > ε); the cards must say so "
+                             "(run with audit.publish_if_refuted: true).")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,37 +25,39 @@ def run(args: argparse.Namespace) -> int:
 
     from hf_dpsynth.errors import PublishRefusedError
     from hf_dpsynth.hub.publish import push_adapter, push_synthetic_dataset
+    from hf_dpsynth.pipeline.audit_run import audit_canaries
     from hf_dpsynth.pipeline.data import private_texts, recipe_codec
+    from hf_dpsynth.pipeline.outputs import RunLock, check_reused_output
     from hf_dpsynth.pipeline.runner import LEDGER_FILE, load_run_recipe
     from hf_dpsynth.privacy import PrivacyLedger
 
     out = Path(args.run_dir)
     recipe = load_run_recipe(out)
-    from hf_dpsynth.pipeline.outputs import check_reused_output
-
-    loaded = PrivacyLedger.load(out / LEDGER_FILE)
-    # What goes up must be what the ledger paid for (not data of another run or a replaced ledger).
-    check_reused_output(out / "synthetic", loaded, ledger_path=out / LEDGER_FILE)
-    if args.adapter_repo_id:
-        check_reused_output(out / "adapter", loaded, ledger_path=out / LEDGER_FILE)
-    ledger = loaded.report().to_dict()
-    card = (out / "README.md").read_text(encoding="utf-8") if (out / "README.md").is_file() else None
-    try:
-        result = push_synthetic_dataset(
-            out / "synthetic", args.repo_id, card=card, ledger_report=ledger, private_texts=private_texts(recipe),
-            codec=recipe_codec(recipe), private=not args.public, allow_non_private=args.allow_non_private,
-        )
-        print(f"pushed the synthetic dataset to {result.repo_id} ({'private' if result.private else 'public'}); "
-              f"gates passed: {', '.join(result.gates_passed)}")
+    with RunLock(out):  # no run may charge this folder's ledger while its release is checked and uploaded
+        ledger = PrivacyLedger.load(out / LEDGER_FILE)
+        # What goes up must be what the ledger paid for (not data of another run or of a replaced ledger).
+        check_reused_output(out / "synthetic", ledger, ledger_path=out / LEDGER_FILE)
         if args.adapter_repo_id:
-            adapter_card = out / "adapter" / "README.md"
-            pushed = push_adapter(
-                out / "adapter", args.adapter_repo_id, ledger_report=ledger, private=not args.public,
-                card=adapter_card.read_text(encoding="utf-8") if adapter_card.is_file() else None,
-                allow_non_private=args.allow_non_private,
+            check_reused_output(out / "adapter", ledger, ledger_path=out / LEDGER_FILE)
+        codec = recipe_codec(recipe)
+        canaries = audit_canaries(recipe, codec) if "audit" in recipe.privacy.shares else ()
+        card = (out / "README.md").read_text(encoding="utf-8") if (out / "README.md").is_file() else None
+        allow = {"allow_non_private": args.allow_non_private, "allow_refuted_audit": args.allow_refuted_audit}
+        try:
+            result = push_synthetic_dataset(
+                out / "synthetic", args.repo_id, card=card, ledger_report=ledger, private_texts=private_texts(recipe),
+                canaries=canaries, codec=codec, private=not args.public, **allow,
             )
-            print(f"pushed the DP adapter to {pushed.repo_id}")
-    except PublishRefusedError as exc:
-        print(f"refused: {exc}")
-        return 1
+            print(f"pushed the synthetic dataset to {result.repo_id} ({'private' if result.private else 'public'}); "
+                  f"gates passed: {', '.join(result.gates_passed)}")
+            if args.adapter_repo_id:
+                adapter_card = out / "adapter" / "README.md"
+                pushed = push_adapter(
+                    out / "adapter", args.adapter_repo_id, ledger_report=ledger, private=not args.public,
+                    card=adapter_card.read_text(encoding="utf-8") if adapter_card.is_file() else None, **allow,
+                )
+                print(f"pushed the DP adapter to {pushed.repo_id}")
+        except PublishRefusedError as exc:
+            print(f"refused: {exc}")
+            return 1
     return 0

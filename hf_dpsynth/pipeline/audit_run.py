@@ -27,7 +27,7 @@ from hf_dpsynth._io import atomic_write_json
 from hf_dpsynth.errors import DPConfigError
 from hf_dpsynth.pipeline.recipe import Recipe
 
-__all__ = ["audit_recipe", "load_audit"]
+__all__ = ["audit_canaries", "audit_recipe", "load_audit"]
 
 
 def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any = print, ledger: Any = None,
@@ -127,3 +127,13 @@ def load_audit(folder: str | os.PathLike[str]) -> Any:
     data.pop("owner_only", None)
     data.pop("verdict", None)  # derived
     return AuditReport.from_dict(data)
+
+
+def audit_canaries(recipe: Recipe, codec: Any) -> list[str]:
+    """The texts of the canaries a recipe's audit inserts (made again from its pre-registered design:
+    the same seed gives the same canaries), for the push's canary gate (owner-side)."""
+    from hf_dpsynth.audit.canaries import make_canaries
+
+    a = recipe.audit
+    canaries = make_canaries(codec, a.num_canaries, seed=a.seed, suffix_words=a.suffix_words)
+    return [codec.encode_body(record, order_seed=None) for record in canaries.records]

@@ -258,7 +258,8 @@ def _run_locked(recipe: Recipe, out: Path, *, progress: bool, log: Callable[[str
             log("[2] DP label histogram")
             release_kwargs = {"user_id_column": d.user_id_column, "max_examples_per_user": p.max_examples_per_user} if p.unit == "user" else {}
             state.mark("label_histogram", "charging")
-            release = dp_histograms(data, {d.label_column: list(d.labels)}, ledger=ledger, stage="label_histogram",
+            # On the prepared units (after the public drop, holdout and contribution rules), so N is the ledger's.
+            release = dp_histograms(prepared.dataset, {d.label_column: list(d.labels)}, ledger=ledger, stage="label_histogram",
                                     after_charge=persist, **release_kwargs)
             release.save(hist_path)
             record_output(hist_path, ledger, ["label_histogram"])
@@ -448,7 +449,6 @@ def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, includ
         return
     from hf_dpsynth.generation import generation_info
     from hf_dpsynth.hub.cards import render_adapter_card, render_dataset_card
-    from hf_dpsynth.hub.gates import VERBATIM_OWNER_CHECK
     common = {"ledger_report": ledger, "metrics": metrics, "audit": audit, "outputs": outputs or {},
               "refuted_audit_override": bool(audit is not None and audit.refuted and recipe.audit.publish_if_refuted)}
     written = []
@@ -460,7 +460,7 @@ def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, includ
             _write(path, str(render_dataset_card(
                 num_records=len(synthetic), codec_info=codec.to_dict(), generator_info=generation_info(synthetic),
                 pretty_name=f"{recipe.name} (synthetic, DP)", preparation=prepared.report, include_owner_only=owner,
-                owner_checks=[VERBATIM_OWNER_CHECK], **common,
+                owner_checks=release_owner_checks(recipe), **common,
             )))
             written.append(path)
         if (out / "adapter").is_dir():
@@ -470,6 +470,14 @@ def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, includ
     if written:
         log("    cards: " + ", ".join(map(str, written)) + (" (the .owner.md files are owner-only: never publish them)"
                                                              if include_owner_only else ""))
+
+
+def release_owner_checks(recipe: Recipe) -> list[str]:
+    """The owner-side checks the push applies to this run's dataset (DP_CORRECTNESS row 29): the
+    verbatim gate always, the canary gate when the recipe's audit inserted canaries."""
+    from hf_dpsynth.hub.gates import CANARY_OWNER_CHECK, VERBATIM_OWNER_CHECK
+
+    return [VERBATIM_OWNER_CHECK] + ([CANARY_OWNER_CHECK] if "audit" in recipe.privacy.shares else [])
 
 
 def _write(path: Path, text: str) -> None:
