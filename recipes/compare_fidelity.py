@@ -1,4 +1,4 @@
-"""How sure is the fidelity claim? Bootstrap the DP run against its public-only baseline.
+"""How sure is the fidelity claim? Bootstrap the DP run against its public baseline.
 
     python recipes/compare_fidelity.py runs/sms-spam-text [--rounds 30]
 
@@ -51,7 +51,7 @@ def main() -> None:
         boot = {name: scores(r, s[rng.integers(0, len(s), len(s))]) for name, s in sets.items()}
         diffs.append(boot["synthetic"] - boot["public_only"])
     sd = np.std(diffs, axis=0)
-    print(f"{'metric':<18}{'DP':>8}{'public-only':>13}{'difference':>12}{'bootstrap s.d.':>16}")
+    print(f"{'metric':<18}{'DP':>8}{'public':>13}{'difference':>12}{'bootstrap s.d.':>16}")
     for i, name in enumerate(("Fréchet distance", "k-NN precision", "k-NN recall")):
         dp, pub = point["synthetic"][i], point["public_only"][i]
         print(f"{name:<18}{dp:>8.3f}{pub:>13.3f}{dp - pub:>+12.3f}{sd[i]:>16.3f}")

@@ -21,7 +21,10 @@ TINY = {
     "digits_images": dict(data={"max_records": 60}, training={"max_steps": 2}, generation={"num_records": 4, "max_new_tokens": 8}),
     "user_level_text": dict(data={"max_records": 80, "synthetic_user_ids": 20}, training={"max_steps": 2},
                             generation={"num_records": 4}),
+    "your_own_csv": dict(data={"max_records": 80}, training={"max_steps": 2}, generation={"num_records": 4},
+                         evaluation={"max_test_records": 40}),
 }
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_recipe_is_covered():
@@ -34,6 +37,9 @@ def test_every_recipe_runs_on_a_tiny_model(path, tmp_path, request):
     overrides = {**TINY[path.stem], "model": {"name": "tiny"}}
     if recipe.data.schema == "adult":
         overrides["data"] = {**overrides["data"], "source": str(request.getfixturevalue("shared_data") / "uci-adult")}
+    if recipe.data.source.startswith("recipes/"):  # paths in recipes are relative to the repository root
+        overrides["data"] = {**overrides["data"], "source": str(REPO / recipe.data.source)}
+        overrides["evaluation"] = {**overrides.get("evaluation", {}), "test_source": str(REPO / recipe.evaluation.test_source)}
     summary = run_recipe(recipe.with_overrides(**overrides), output_dir=tmp_path / "run", progress=False, log=lambda _: None)
     ledger = PrivacyLedger.load(tmp_path / "run" / "privacy_ledger.json")
     assert summary.epsilon_spent == pytest.approx(ledger.epsilon_spent())
@@ -57,7 +63,9 @@ def test_the_text_recipe_reports_fidelity_against_the_public_only_baseline(tmp_p
     keys = [k for k in summary.headline if k.startswith(("Fréchet distance", "k-NN"))]
     assert len(keys) == 6, summary.headline  # three metrics, for the DP run and the baseline
     assert all(k.endswith("(owner-only)") for k in keys)
-    assert sum("public-only" in k for k in keys) == 3
+    # The baseline drew its labels from the DP histogram: it is named after that release, not "public-only".
+    assert sum("public model + DP label distribution (ε = " in k for k in keys) == 3
+    assert not any("public-only" in k for k in keys)
     assert all(0 <= summary.headline[k] <= 1 for k in keys if k.startswith("k-NN"))
     report = (out / "report" / "report.md").read_text()
     assert "Fréchet distance" not in report  # computed on the private test split: not in the shareable report
@@ -74,7 +82,7 @@ def test_the_text_recipe_reports_fidelity_against_the_public_only_baseline(tmp_p
         sys.argv = argv
     lines = {line.split("  ")[0]: line.split() for line in capsys.readouterr().out.splitlines()}
     recall = lines["k-NN recall"]
-    dp_key = next(k for k in summary.headline if k.startswith("k-NN recall") and "public-only" not in k)
+    dp_key = next(k for k in summary.headline if k.startswith("k-NN recall") and "public model" not in k)
     assert float(recall[2]) == pytest.approx(summary.headline[dp_key], abs=5e-4)
 
 
@@ -270,6 +278,22 @@ def test_a_charged_audit_is_a_stage_of_the_run_and_only_its_dp_run_reaches_the_c
     # A rerun reuses the audit: nothing is charged twice.
     again = run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
     assert "audit" in again.reused and len(PrivacyLedger.load(out / "privacy_ledger.json").charges) == 3
+
+    # Row 32: a charged audit that refutes the claim (ε̂ > ε) stops the release: no summary of a
+    # release, no card. A planted refutation stands in for a broken mechanism.
+    from hf_dpsynth.audit.audit import AuditReport
+    from hf_dpsynth.errors import ClaimRefutedError
+
+    (out / "summary.json").unlink()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AuditReport, "refuted", property(lambda self: True))
+        with pytest.raises(ClaimRefutedError, match="BUG"):
+            run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+        assert "refused" in json.loads((out / "summary.json").read_text())["release"]
+        assert len(PrivacyLedger.load(out / "privacy_ledger.json").charges) == 3  # nothing re-run
+        # The explicit override lets the run finish (its cards then say ε̂ > ε).
+        run_recipe(recipe.with_overrides(audit={"publish_if_refuted": True}), output_dir=out, progress=False,
+                   log=lambda _: None)
 
 
 def test_overrides_are_checked_as_a_recipe_file_is():
