@@ -252,3 +252,25 @@ def test_every_subcommand_answers_bad_input_with_one_message_and_status_2(comman
     err = capsys.readouterr().err
     assert err.startswith(f"hf-dpsynth {command[0]}: error: ") and "Traceback" not in err
     assert "--debug" in err
+
+
+# -- item 6: owner-only cards never replace the shareable card ---------------------------------------
+
+
+def test_owner_only_cards_go_to_their_own_file_and_the_push_never_takes_them(tmp_path, capsys):
+    from hf_dpsynth.errors import PublishRefusedError
+    from hf_dpsynth.hub.publish import push_synthetic_dataset
+
+    run_copy = tmp_path / "run"  # two-token records: the tiny model's bytes then often decode, so there is a card
+    run_recipe(_recipe(generation={"num_records": 16, "max_new_tokens": 2}), output_dir=run_copy, **QUIET)
+    shareable = (run_copy / "README.md").read_bytes()
+    assert b"owner_only_included: false" in shareable
+    assert main(["card", str(run_copy), "--include-owner-only"]) == 0
+    assert (run_copy / "README.md").read_bytes() == shareable  # README.md is still the shareable card
+    owner = (run_copy / "README.owner.md").read_text(encoding="utf-8")
+    assert "owner_only_included: true" in owner
+    assert "never publish" in capsys.readouterr().out
+    # Even handed to the push by hand, the owner-only render is refused before any upload.
+    with pytest.raises(PublishRefusedError, match="owner-only"):
+        push_synthetic_dataset(run_copy / "synthetic", "me/data", card=owner, private_texts=[],
+                               ledger_report=PrivacyLedger.load(run_copy / "privacy_ledger.json"), private=True)

@@ -444,9 +444,6 @@ def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, includ
     from hf_dpsynth.models import DEFAULT_MODEL_NAME
 
     base = None if recipe.model.name in ("default", DEFAULT_MODEL_NAME) else recipe.model.name
-    if base == "tiny":
-        log("    (cards skipped: a random tiny model has no Hub id to name as base_model)")
-        return
     from hf_dpsynth.generation import generation_info
     from hf_dpsynth.hub.cards import render_adapter_card, render_dataset_card
     common = {"ledger_report": ledger, "metrics": metrics, "audit": audit, "outputs": outputs or {},
@@ -463,7 +460,9 @@ def _cards(recipe, out, codec, synthetic, ledger, prepared, metrics, log, includ
                 owner_checks=release_owner_checks(recipe), **common,
             )))
             written.append(path)
-        if (out / "adapter").is_dir():
+        if (out / "adapter").is_dir() and base == "tiny":
+            log("    (adapter card skipped: a random tiny model has no Hub id to name as base_model)")
+        elif (out / "adapter").is_dir():
             path = out / (OWNER_CARDS["adapter"] if owner else "adapter/README.md")
             _write(path, str(render_adapter_card(base_model=base, include_owner_only=owner, **common)))
             written.append(path)
