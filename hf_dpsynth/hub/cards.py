@@ -1041,6 +1041,9 @@ def _preparation_rows(prep: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("records kept per user", f"at most {prep['max_examples_per_user']} (chosen by a fixed public hash)"))
     if prep.get("rounding"):
         rows.append(("rounding", str(prep["rounding"])))
+    if prep.get("drop_invalid"):
+        rows.append(("rows that do not fit the schema", "dropped before any private stage, each decided from the row "
+                     "alone (1-stable: the guarantee holds for the data as given); how many is not released"))
     return [(escape_markdown(k), escape_markdown(v)) for k, v in rows]
 
 

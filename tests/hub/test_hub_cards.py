@@ -655,3 +655,17 @@ def test_an_override_without_a_refuted_audit_does_not_validate(charged_audit, us
     refuted = {**block, "audit": {**block["audit"], "refuted": True, "override": "published anyway"}}
     with pytest.raises(CardError, match="override statement"):
         cards._validate_block(refuted)
+
+
+def test_the_drop_invalid_rule_is_stated_and_its_counts_stay_owner_only(user_ledger):
+    prep = dataclasses.replace(_preparation(), drop_invalid=True, invalid_dropped={"empty_text": 7})
+    common = dict(ledger_report=user_ledger, num_records=5000, codec_info=CODEC, generator_info=GENERATION,
+                  metrics=SHARED_METRICS, preparation=prep, owner_checks=OWNER_CHECKS, outputs=OUTPUTS,
+                  training_report=_training_report(user_ledger))
+    shared = str(render_dataset_card(**common))
+    assert "rows that do not fit the schema" in shared and "1-stable" in shared
+    assert "empty_text" not in shared and "invalid_dropped" not in shared
+    owner = str(render_dataset_card(**common, include_owner_only=True)).split(f"## {OWNER_ONLY_HEADING}")[1]
+    assert "invalid_dropped" in owner and "empty_text" in owner
+    without = str(render_dataset_card(**{**common, "preparation": _preparation()}))
+    assert "rows that do not fit the schema" not in without
