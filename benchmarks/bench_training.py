@@ -187,7 +187,8 @@ class Draws:
     """The step's Poisson draw and its physical chunks: identical in every mode."""
 
     def __init__(self, cfg: BenchConfig, examples: list[list[int]], pad_token_id: int):
-        from hf_dpsynth.training.data import PrivacyUnits, TokenizedExamples
+        from hf_dpsynth.data.tokenize import TokenizedExamples
+        from hf_dpsynth.data.units import PrivacyUnits
         from hf_dpsynth.training.sampler import PoissonSampler, SecretSeeds
 
         self.seeds = SecretSeeds.fresh(DP_SEED)
@@ -201,12 +202,12 @@ class Draws:
         self.expected_batch_size = cfg.sampling_probability * cfg.num_units
 
     def chunks(self, step: int):
-        from hf_dpsynth.training.data import plan_chunks
+        from hf_dpsynth.training.batching import plan_chunks
 
         return plan_chunks(self.sampler.draw(step), self.units, self.chunk)
 
     def batch(self, chunk, device) -> dict:
-        from hf_dpsynth.training.data import collate
+        from hf_dpsynth.training.batching import collate
 
         batch = collate(self.examples, chunk.examples.tolist(), pad_token_id=self.pad_token_id)
         return {k: v.to(device) for k, v in batch.items()}

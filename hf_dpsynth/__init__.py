@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hf_dpsynth._lazy import lazy_exports
-
-__version__ = "0.1.0"
+from hf_dpsynth._version import __version__
 
 _LAZY = {
     "PrivacyLedger": "hf_dpsynth.privacy",

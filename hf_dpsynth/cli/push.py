@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from hf_dpsynth.errors import PublishRefusedError
     from hf_dpsynth.hub.publish import push_adapter, push_synthetic_dataset
     from hf_dpsynth.pipeline.audit_run import audit_canaries
-    from hf_dpsynth.pipeline.data import private_texts, recipe_codec
+    from hf_dpsynth.pipeline.build import recipe_codec
+    from hf_dpsynth.pipeline.data import private_texts
     from hf_dpsynth.pipeline.outputs import RunLock, check_reused_output
     from hf_dpsynth.pipeline.runner import LEDGER_FILE, load_run_recipe
     from hf_dpsynth.privacy import PrivacyLedger

@@ -28,6 +28,7 @@ from hf_dpsynth.data.codecs import Codec, TextCodec
 from hf_dpsynth.data.loading import column_values, load_records
 from hf_dpsynth.data.pii import PIIScrubber
 from hf_dpsynth.data.tabular import TabularCodec
+from hf_dpsynth.data.tokenize import TokenizedExamples, tokenize_dataset
 from hf_dpsynth.data.units import bound_contributions, check_user_level
 from hf_dpsynth.errors import DatasetError, InvalidRecord
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
-    from hf_dpsynth.training.data import TokenizedExamples
 
 __all__ = ["PreparationReport", "PreparedDataset", "prepare_dataset", "row_error"]
 
@@ -151,8 +151,6 @@ class PreparedDataset:
 
     def tokenize(self, tokenizer: PreTrainedTokenizerBase, *, max_length: int = 512) -> TokenizedExamples:
         """Token ids and labels per example (loss on the completion only; never packed)."""
-        from hf_dpsynth.training.data import tokenize_dataset
-
         return tokenize_dataset(self.dataset, tokenizer, max_length=max_length)
 
 

@@ -14,9 +14,13 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
+from hf_dpsynth.data.loading import column_values
+from hf_dpsynth.data.tokenize import require_columns
 from hf_dpsynth.errors import DatasetError
 
-__all__ = ["BoundedRows", "bound_contributions", "cap_user_rows", "group_rows_by_user"]
+__all__ = ["BoundedRows", "PrivacyUnits", "bound_contributions", "build_privacy_units", "cap_user_rows", "group_rows_by_user"]
 
 PrivacyUnitName = Literal["example", "user"]
 _CAP_SALT = b"hf_dpsynth/contribution-cap/v1"
@@ -78,6 +82,32 @@ def cap_user_rows(user: Any, rows: Sequence[int], max_examples_per_user: int) ->
 
 
 @dataclass(frozen=True)
+class PrivacyUnits:
+    """Which examples belong to which privacy unit (CSR layout: unit u owns
+    ``examples[offsets[u]:offsets[u + 1]]``). For example-level DP every unit is one example.
+
+    ``num_units`` (N) is public: it sets the sampling rate and is disclosed in reports.
+    """
+
+    offsets: np.ndarray
+    examples: np.ndarray
+
+    @property
+    def num_units(self) -> int:
+        return len(self.offsets) - 1
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def examples_of(self, unit: int) -> np.ndarray:
+        return self.examples[self.offsets[unit] : self.offsets[unit + 1]]
+
+    @classmethod
+    def one_per_example(cls, num_examples: int) -> PrivacyUnits:
+        return cls(offsets=np.arange(num_examples + 1, dtype=np.int64), examples=np.arange(num_examples, dtype=np.int64))
+
+
+@dataclass(frozen=True)
 class BoundedRows:
     """The rows kept after bounding, grouped by unit, and what each rule removed.
 
@@ -96,6 +126,12 @@ class BoundedRows:
     @property
     def num_units(self) -> int:
         return len(self.offsets) - 1
+
+    @property
+    def units(self) -> PrivacyUnits:
+        """The units over the kept rows: unit u owns positions ``offsets[u]:offsets[u + 1]`` of ``rows``."""
+        return PrivacyUnits(offsets=np.asarray(self.offsets, dtype=np.int64),
+                            examples=np.arange(len(self.rows), dtype=np.int64))
 
 
 def bound_contributions(
@@ -161,3 +197,32 @@ def bound_contributions(
         # Example level keeps dataset order; units are single rows.
         kept_rows.sort()
     return BoundedRows(kept_rows, offsets, privacy_unit, len(by_user), duplicates, capped)
+
+
+def build_privacy_units(
+    dataset: Any,
+    *,
+    privacy_unit: PrivacyUnitName,
+    user_id_column: str | None = None,
+    max_examples_per_user: int | None = None,
+) -> tuple[PrivacyUnits, list[int]]:
+    """Group a dataset's rows into privacy units and bound each user's contribution (no deduplication).
+
+    Returns the units and the dataset rows kept. Unit u owns positions ``offsets[u]:offsets[u+1]``
+    of the kept-rows list, so the examples must be tokenised in exactly that order (grouped by
+    user). For user-level DP each user keeps at most ``max_examples_per_user`` rows, chosen as
+    :func:`cap_user_rows` chooses them.
+
+    Privacy: the cap bounds how much one user can move the training signal; the user count N is
+    public (it sets the sampling rate) and is reported.
+    """
+    if len(dataset) == 0:
+        raise DatasetError("The training dataset is empty: DP training needs at least one example.")
+    check_user_level(privacy_unit, user_id_column, max_examples_per_user)
+    if privacy_unit == "example":
+        return PrivacyUnits.one_per_example(len(dataset)), list(range(len(dataset)))
+    require_columns(dataset, [user_id_column], "user_id_column= must name the column that identifies each user.")
+    bounded = bound_contributions(len(dataset), privacy_unit=privacy_unit,
+                                  user_ids=column_values(dataset, user_id_column),
+                                  max_examples_per_user=max_examples_per_user, user_id_column=user_id_column)
+    return bounded.units, bounded.rows

@@ -12,7 +12,6 @@ from hf_dpsynth._lazy import lazy_exports
 _LAZY = {
     "Metric": "hf_dpsynth.evaluation.metric",
     "Report": "hf_dpsynth.evaluation.report",
-    "DEFAULT_NOT_COVERED": "hf_dpsynth.evaluation.report",
     "EvaluationResult": "hf_dpsynth.evaluation.evaluator",
     "evaluate": "hf_dpsynth.evaluation.evaluator",
     "add_privacy_utility_curve": "hf_dpsynth.evaluation.evaluator",

@@ -23,30 +23,20 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 from hf_dpsynth._io import atomic_write_bytes, atomic_write_text
+from hf_dpsynth._markdown import escape_markdown, format_bound, format_value, ledger_number
 from hf_dpsynth.errors import missing_extra
 from hf_dpsynth.evaluation.metric import Metric
+from hf_dpsynth.privacy.disclosure import DEFAULT_NOT_COVERED, OWNER_ONLY_HEADING
 
-__all__ = ["DEFAULT_NOT_COVERED", "OWNER_ONLY_HEADING", "PLOT_KINDS", "PlotKind", "Report", "ceil_significant",
-           "format_bound", "format_value"]
+__all__ = ["PLOT_KINDS", "PlotKind", "Report"]
 
 PlotKind = Literal["privacy_utility", "score_histogram", "marginal_bars"]
 PLOT_KINDS: tuple[str, ...] = ("privacy_utility", "score_histogram", "marginal_bars")
 
-OWNER_ONLY_HEADING = "Owner-only (not covered by the DP guarantee; do not publish)"
-
-DEFAULT_NOT_COVERED: tuple[str, ...] = (
-    "Training losses and metrics logged during training: they are computed on private data without noise.",
-    "Hyper-parameter tuning on private data: only the final run is accounted, not the runs it was chosen from.",
-    "The base model's own pre-training data: the guarantee protects the fine-tuning data only.",
-    "Owner-only checks that select outputs using private data (e.g. a verbatim-copy gate).",
-    "Floating-point side channels: the noise is sampled and added in floating point.",
-)
-"""What the (ε, δ) guarantee of a release does not cover, unless the owner states otherwise."""
 
 _FORMAT = "hf_dpsynth.evaluation_report"
 _FORMAT_VERSION = 1
@@ -342,70 +332,6 @@ class Report:
 # --------------------------------------------------------------------------------------------
 
 
-def format_value(value: Any) -> str:
-    """A number with 3 significant digits (ints and integral floats in full, with separators), ∞ for inf."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, numbers.Integral):
-        return f"{int(value):,}"
-    x = float(value)
-    if math.isnan(x):
-        return "n/a"
-    if math.isinf(x):
-        return "∞" if x > 0 else "-∞"
-    if x.is_integer() and abs(x) < 1e15:
-        return f"{int(x):,}"
-    rounded = float(f"{x:.3g}")
-    exponent = math.floor(math.log10(abs(rounded)))
-    if exponent >= 3:
-        return f"{round(rounded):,}"
-    if exponent < -4:
-        mantissa, power = f"{rounded:.2e}".split("e")
-        mantissa = mantissa.rstrip("0").rstrip(".")
-        return f"{mantissa}e{int(power)}"
-    text = f"{rounded:.{max(0, 2 - exponent)}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def ceil_significant(value: float, digits: int = 3) -> float:
-    """``value`` rounded *up* to ``digits`` significant digits (infinities unchanged).
-
-    Float noise is removed first (12 significant digits: 0.1 × 3 = 0.30000000000000004 stays 0.3);
-    that lowers a value by at most 1e-12 relative, far below any accountant's error.
-    """
-    x = float(value)
-    if math.isinf(x) or math.isnan(x) or x == 0:
-        return x
-    number = Decimal(f"{x:.12g}")
-    quantum = Decimal(1).scaleb(number.adjusted() - digits + 1)
-    return float(number.quantize(quantum, rounding=ROUND_CEILING))
-
-
-def format_bound(value: Any) -> str:
-    """A privacy bound (ε, δ, e^ε) as :func:`format_value` shows it, but rounded *up* at the shown
-    precision (3 significant digits): the text never understates the bound."""
-    value = _ledger_number(value)
-    if value is None or isinstance(value, (str, bool)) or isinstance(value, numbers.Integral):
-        return format_value(value)
-    return format_value(ceil_significant(value))
-
-
-def _ledger_number(value: Any) -> Any:
-    """A number from a ledger dict, where infinities are written ``"inf"``."""
-    if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", "infinity"):
-        return math.inf
-    return value
-
-
-def escape_markdown(text: str) -> str:
-    """Text safe inside a Markdown table cell or heading: one line, pipes escaped."""
-    return " ".join(str(text).replace("\\", "\\\\").replace("|", "\\|").split())
-
-
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(escape_markdown(cell) for cell in row) + " |" for row in rows]
@@ -429,8 +355,8 @@ def _privacy_blocks(privacy: Mapping[str, Any] | None, not_covered: Sequence[str
     if privacy is None:
         blocks.append("No privacy ledger is attached: this report states no differential-privacy guarantee.")
     else:
-        spent = _ledger_number(privacy["epsilon_spent"])
-        budget = _ledger_number(privacy.get("epsilon_budget"))
+        spent = ledger_number(privacy["epsilon_spent"])
+        budget = ledger_number(privacy.get("epsilon_budget"))
         unit = privacy["privacy_unit"]
         adjacency = privacy.get("adjacency") or "add_or_remove_one"
         adjacency_words = "add/remove one" if adjacency == "add_or_remove_one" else adjacency

@@ -24,7 +24,7 @@ from hf_dpsynth.generation.base import (
     condition_label,
 )
 from hf_dpsynth.generation.guided import SchemaGuidedDecoder
-from hf_dpsynth.training.data import prompt_ids
+from hf_dpsynth.data.tokenize import prompt_ids
 
 if TYPE_CHECKING:  # pragma: no cover
     import dp_accounting

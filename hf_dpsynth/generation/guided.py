@@ -34,7 +34,7 @@ from hf_dpsynth.data.tabular import (
     TabularCodec,
 )
 from hf_dpsynth.errors import DPConfigError
-from hf_dpsynth.training.data import prompt_ids
+from hf_dpsynth.data.tokenize import prompt_ids
 
 __all__ = ["SchemaGuidedDecoder"]
 

@@ -28,13 +28,13 @@ import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
-from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hf_dpsynth.errors import CardError, MissingDependencyError
-from hf_dpsynth.evaluation.report import DEFAULT_NOT_COVERED, escape_markdown, format_bound, format_value
-from hf_dpsynth.models import DEFAULT_MODEL_GGUF, DEFAULT_MODEL_NAME
+from hf_dpsynth._markdown import ceil_significant, escape_markdown, format_bound, format_value, ledger_number
+from hf_dpsynth.models import DEFAULT_MODEL_CACHE_PREFIX, DEFAULT_MODEL_GGUF, DEFAULT_MODEL_ID, DEFAULT_MODEL_NAME
+from hf_dpsynth.privacy.disclosure import DEFAULT_NOT_COVERED, OWNER_ONLY_HEADING
 
 if TYPE_CHECKING:  # pragma: no cover
     from huggingface_hub import DatasetCard, ModelCard
@@ -42,10 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "ADAPTER_TAGS",
     "DATASET_TAGS",
-    "DEFAULT_BASE_MODEL_ID",
     "DP_BLOCK_KEY",
     "NOT_PRIVATE_TITLE",
-    "OWNER_ONLY_HEADING",
     "TEMPLATES_DIR",
     "dp_block",
     "dp_block_schema",
@@ -64,11 +62,7 @@ DATASET_TAGS = ("synthetic", "differential-privacy", "hf-dpsynth")
 ADAPTER_TAGS = ("differential-privacy", "dp-sgd", "lora", "peft", "hf-dpsynth")
 NOT_PRIVATE_TAG = "not-differentially-private"
 NOT_PRIVATE_TITLE = "NOT differentially private"
-OWNER_ONLY_HEADING = "Owner-only (not covered by the DP guarantee)"
 
-DEFAULT_BASE_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-"""The Hub id cards name as ``base_model`` for the embedded default model (Q4_1, dequantised)."""
-_DEFAULT_CACHE_PREFIX = "SmolLM2-135M-Instruct-Q4_1-"  # folder name of the dequantised default model
 
 _FORMAT = "hf_dpsynth.dp_block"
 _FORMAT_VERSION = 2  # 2: each stage lists the outputs it released; an audit may carry an override
@@ -854,7 +848,7 @@ def _privacy_paragraphs(block: Mapping[str, Any], noun: str) -> list[str]:
         )]
     unit, desc = _unit_words(block)
     eps = _epsilon_text(block["epsilon"])
-    factor = format_bound(math.exp(_ceil_sig(block["epsilon"])))  # bounds: rounded up, never to nearest
+    factor = format_bound(math.exp(ceil_significant(ledger_number(block["epsilon"]), 4)))  # bounds: rounded up, never to nearest
     delta = format_bound(block["delta"])
     accountant = str(block["accountant"]).upper()
     who = f"{unit} ({desc})" if desc else unit
@@ -1163,11 +1157,11 @@ def _check_consistency(block: Mapping[str, Any], training: Mapping[str, Any], *,
 def _base_model(base_model: str | None) -> tuple[str, bool]:
     """The Hub id to name as ``base_model``, and whether it is the embedded default (Q4_1, dequantised)."""
     if base_model is None or base_model == DEFAULT_MODEL_NAME:
-        return DEFAULT_BASE_MODEL_ID, True
+        return DEFAULT_MODEL_ID, True
     if not isinstance(base_model, str) or not base_model.strip():
-        raise CardError(f"base_model must be a Hub id such as {DEFAULT_BASE_MODEL_ID!r}; got {base_model!r}.")
-    if Path(base_model).name.startswith(_DEFAULT_CACHE_PREFIX):
-        return DEFAULT_BASE_MODEL_ID, True
+        raise CardError(f"base_model must be a Hub id such as {DEFAULT_MODEL_ID!r}; got {base_model!r}.")
+    if Path(base_model).name.startswith(DEFAULT_MODEL_CACHE_PREFIX):
+        return DEFAULT_MODEL_ID, True
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", base_model) or Path(base_model).exists():
         raise CardError(
             f"base_model must be the Hub id of the weights the adapter was trained on; got {base_model!r}, which "
@@ -1259,21 +1253,8 @@ def _finite_or_none(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _ceil_sig(value: Any, digits: int = 4) -> float:
-    """``value`` rounded *up* to ``digits`` significant digits: a displayed ε never understates the bound."""
-    if value == "inf" or (isinstance(value, float) and math.isinf(value)):
-        return math.inf
-    # Round to 12 significant digits first so that float noise (0.1 × 3 = 0.30000000000000004)
-    # does not show as 0.3001; that understates by at most 1e-12 relative, far below the accountant's error.
-    number = Decimal(f"{float(value):.12g}")
-    if number == 0:
-        return 0.0
-    quantum = Decimal(1).scaleb(number.adjusted() - digits + 1)
-    return float(number.quantize(quantum, rounding=ROUND_CEILING))
-
-
 def _epsilon_text(value: Any) -> str:
-    rounded = _ceil_sig(value)
+    rounded = ceil_significant(ledger_number(value), 4)
     return "∞" if math.isinf(rounded) else f"{rounded:.4g}"
 
 

@@ -120,7 +120,7 @@ def push_synthetic_dataset(
     if isinstance(path_or_dataset, Dataset):
         dataset = path_or_dataset
     else:
-        from hf_dpsynth.pipeline.runner import load_synthetic
+        from hf_dpsynth.generation.io import load_synthetic
 
         folder = Path(path_or_dataset)
         check_folder(folder)

@@ -39,14 +39,13 @@ def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any
     the ledger is saved in ``ledger_dir`` (the run folder); the results may then be shared.
     ``prepared_data``: what :func:`prepare_recipe_data` returned, when the caller has it already.
     """
-    import torch
 
     from hf_dpsynth.audit import AuditConfig, run_audit
     from hf_dpsynth.evaluation import Report
     from hf_dpsynth.pipeline.data import prepare_recipe_data
-    from hf_dpsynth.pipeline.runner import load_recipe_model, recipe_lora
+    from hf_dpsynth.pipeline.build import load_recipe_model, recipe_lora, recipe_training_config
     from hf_dpsynth.privacy import calibrate_noise_multiplier, default_delta
-    from hf_dpsynth.training import DPSynthConfig, DPSynthTrainer
+    from hf_dpsynth.training import DPSynthTrainer
 
     if recipe.generation.method != "adapter_sampler":
         raise DPConfigError("the audit repeats a recipe's DP training; this recipe has none (private prediction).")
@@ -81,12 +80,9 @@ def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any
         # The release's q = B / N: with N + canaries units the batch grows in proportion (rounded down, so
         # the audit's q never exceeds the release's and its charge never exceeds the training stage's).
         audit_batch = max(1, (batch * (n + canaries)) // n) if canaries > 0 else min(batch, units)
-        args = DPSynthConfig(
-            output_dir=str(ledger_dir) if charged else tempfile.mkdtemp(prefix="hf_dpsynth_audit_"),
-            per_example_max_grad_norm=t.per_example_max_grad_norm,
-            logical_batch_size=audit_batch, per_device_train_batch_size=t.per_device_train_batch_size,
-            max_steps=t.max_steps, learning_rate=t.learning_rate, max_length=t.max_length,
-            use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no", disable_tqdm=True,
+        args = recipe_training_config(
+            recipe, output_dir=str(ledger_dir) if charged else tempfile.mkdtemp(prefix="hf_dpsynth_audit_"),
+            logical_batch_size=audit_batch, save_strategy="no", disable_tqdm=True,
             noise_multiplier=sigma if private else 0.0,
             target_delta=None if charged else min(delta, 0.5 / units),
             **({} if p.unit == "example" else prepared.training_kwargs()),

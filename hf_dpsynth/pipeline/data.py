@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hf_dpsynth.errors import DPConfigError
-from hf_dpsynth.pipeline.recipe import PACKAGED_SOURCES, Recipe
+from hf_dpsynth.pipeline.build import recipe_codec
+from hf_dpsynth.pipeline.recipe import Recipe, has_own_test_split, test_split_refusal
 
 __all__ = [
     "holdout_rows",
@@ -31,7 +32,6 @@ __all__ = [
     "load_test_data",
     "prepare_recipe_data",
     "private_texts",
-    "recipe_codec",
 ]
 
 _HOLDOUT_SALT = b"hf_dpsynth/evaluation-holdout/v1"
@@ -126,41 +126,11 @@ def load_test_data(recipe: Recipe) -> Any:
     return _shape(recipe, _load_source(recipe, d.source, e.test_split), max_records=e.max_test_records)
 
 
-def has_own_test_split(recipe: Recipe) -> bool:
-    """Whether ``data.source`` has a test split apart from its training records (packaged data, UCI Adult)."""
-    d = recipe.data
-    return d.source in PACKAGED_SOURCES or (d.modality == "tabular" and d.schema == "adult")
-
-
-def test_split_refusal(recipe: Recipe) -> str:
-    return (f"data.source {recipe.data.source!r} is a file with no test split apart from the training records: "
-            "evaluating on it would test on the very records the model trained on. Set evaluation.test_source "
-            "(a held-out file) or evaluation.holdout (e.g. 0.1: a public rule keeps 10% of the units out of "
-            "training).")
-
-
 def _same_path(a: str, b: str) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve()
     except OSError:
         return a == b
-
-
-def recipe_codec(recipe: Recipe) -> Any:
-    from hf_dpsynth.data import ImageCodec, TabularCodec, TabularSchema, TextCodec
-    from hf_dpsynth.data.sources import adult_schema
-
-    d = recipe.data
-    conditions = {d.label_column: list(d.labels)} if d.label_column and d.labels else None
-    template = d.prompt_template
-    if d.modality == "text":
-        return TextCodec(d.text_column, conditions=conditions, prompt_template=template)
-    if d.modality == "tabular":
-        schema = adult_schema() if d.schema == "adult" else TabularSchema.from_dict(d.schema)
-        if d.drop_columns:
-            schema = schema.select([n for n in schema.names if n not in d.drop_columns])
-        return TabularCodec(schema, prompt_template=template)
-    return ImageCodec(tuple(d.image_shape), int(d.image_levels), conditions=conditions, prompt_template=template)
 
 
 def prepare_recipe_data(recipe: Recipe) -> tuple[Any, Any, Any]:

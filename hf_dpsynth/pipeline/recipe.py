@@ -235,8 +235,6 @@ def _validate(recipe: Recipe) -> None:
     if e.holdout and e.test_source:
         raise DPConfigError("set evaluation.test_source or evaluation.holdout, not both: the test records come from one place.")
     if e.enabled and not (e.holdout or e.test_source):
-        from hf_dpsynth.pipeline.data import has_own_test_split, test_split_refusal
-
         if not has_own_test_split(recipe):
             raise DPConfigError(test_split_refusal(recipe))
     if recipe.hub.repo_id is not None:
@@ -294,3 +292,16 @@ def load_recipe(path_or_mapping: str | os.PathLike[str] | Mapping[str, Any]) -> 
     recipe = Recipe(name=str(raw.get("name", "recipe")), source=source, **sections)
     _validate(recipe)
     return recipe
+
+
+def has_own_test_split(recipe: Recipe) -> bool:
+    """Whether ``data.source`` has a test split apart from its training records (packaged data, UCI Adult)."""
+    d = recipe.data
+    return d.source in PACKAGED_SOURCES or (d.modality == "tabular" and d.schema == "adult")
+
+
+def test_split_refusal(recipe: Recipe) -> str:
+    return (f"data.source {recipe.data.source!r} is a file with no test split apart from the training records: "
+            "evaluating on it would test on the very records the model trained on. Set evaluation.test_source "
+            "(a held-out file) or evaluation.holdout (e.g. 0.1: a public rule keeps 10% of the units out of "
+            "training).")

@@ -34,11 +34,13 @@ from typing import Any
 
 from hf_dpsynth._io import atomic_write_json
 from hf_dpsynth.errors import ClaimRefutedError, DPConfigError, ReusedOutputError
+from hf_dpsynth.generation.io import load_synthetic, save_synthetic
+from hf_dpsynth.pipeline.build import load_recipe_model, recipe_lora, recipe_training_config
 from hf_dpsynth.pipeline.data import load_test_data, prepare_recipe_data
 from hf_dpsynth.pipeline.outputs import LOCK_FILE, RunLock, check_reused_output, record_output
 from hf_dpsynth.pipeline.recipe import Recipe
 
-__all__ = ["RunSummary", "load_run_recipe", "load_synthetic", "public_baseline_setting", "run_recipe"]
+__all__ = ["RunSummary", "load_run_recipe", "public_baseline_setting", "run_recipe"]
 
 STATE_FILE = "run_state.json"
 PUBLIC_ONLY_SETTING = "public-only (ε = 0)"
@@ -116,52 +118,6 @@ def load_run_recipe(folder: str | os.PathLike[str]) -> Recipe:
     if "recipe" not in data:
         raise DPConfigError(f"{path} predates recipe recording; rerun the recipe into a new folder.")
     return load_recipe(data["recipe"])
-
-
-def load_recipe_model(recipe: Recipe) -> tuple[Any, Any]:
-    from hf_dpsynth.models import load_model_and_tokenizer, tiny_causal_lm
-
-    name = recipe.model.name
-    if name == "tiny":
-        return tiny_causal_lm()
-    return load_model_and_tokenizer(None if name == "default" else name)
-
-
-def recipe_lora(recipe: Recipe, model: Any) -> Any:
-    from peft import LoraConfig
-
-    layers = model.config.num_hidden_layers
-    top = recipe.lora.top_layers
-    extra = {}
-    if top:
-        extra["layers_to_transform"] = list(range(max(0, layers - top), layers))
-    target = recipe.lora.target_modules
-    if target == "all-linear" and top:
-        target = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    return LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=0.0, target_modules=target, **extra)
-
-
-def save_synthetic(dataset: Any, target: Path) -> None:
-    """``target/data.parquet`` + ``target/generation_info.json``, swapped in atomically as a folder."""
-    import pyarrow.parquet as pq
-
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    pq.write_table(dataset.flatten_indices().data.table, tmp / "data.parquet")
-    atomic_write_json(tmp / "generation_info.json", {"description": dataset.info.description})
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-
-
-def load_synthetic(folder: str | os.PathLike[str]) -> Any:
-    """The synthetic dataset a run saved (with its generation summary)."""
-    import pyarrow.parquet as pq
-    from datasets import Dataset, DatasetInfo
-
-    folder = Path(folder)
-    info = json.loads((folder / "generation_info.json").read_text(encoding="utf-8"))
-    return Dataset(pq.read_table(folder / "data.parquet"), info=DatasetInfo(description=info["description"]))
 
 
 def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = None, progress: bool = True,
@@ -377,7 +333,7 @@ def _train(recipe, out, state, model, tok, prepared, ledger, reused, log, reuse)
     from peft import PeftModel
     from transformers.trainer_utils import get_last_checkpoint
 
-    from hf_dpsynth.training import DPSynthConfig, DPSynthTrainer
+    from hf_dpsynth.training import DPSynthTrainer
 
     adapter = out / "adapter"
     if adapter.is_dir() and state.done("training"):
@@ -387,13 +343,9 @@ def _train(recipe, out, state, model, tok, prepared, ledger, reused, log, reuse)
     t = recipe.training
     checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
     log("[3] DP fine-tuning" + (f" (resuming from {Path(checkpoint).name})" if checkpoint else ""))
-    import torch
-
-    args = DPSynthConfig(
-        output_dir=str(out), per_example_max_grad_norm=t.per_example_max_grad_norm,
-        logical_batch_size=min(t.logical_batch_size, prepared.num_units), per_device_train_batch_size=t.per_device_train_batch_size,
-        max_steps=t.max_steps, learning_rate=t.learning_rate, max_length=t.max_length,
-        use_cpu=not torch.cuda.is_available(), report_to="none", logging_steps=max(1, t.max_steps // 4),
+    args = recipe_training_config(
+        recipe, output_dir=str(out), logical_batch_size=min(t.logical_batch_size, prepared.num_units),
+        logging_steps=max(1, t.max_steps // 4),
         save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500,
         disable_tqdm=False, resume_from_checkpoint=checkpoint, **prepared.training_kwargs(),
     )

@@ -904,7 +904,7 @@ def _fmt(value: float) -> str:
 
 
 def _versions() -> dict[str, str]:
-    from hf_dpsynth import __version__
+    from hf_dpsynth._version import __version__
 
     def version(dist: str, fallback: str) -> str:
         try:

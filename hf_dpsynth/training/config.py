@@ -13,8 +13,8 @@ from hf_dpsynth.errors import DPConfigError, InvalidPrivacyParameterError
 
 _HUB_REFUSAL = (
     "{given} would make the Trainer upload output_dir and its checkpoints, which hold the secret sampling and "
-    "noise seeds of the run (private). Leave push_to_hub=False and publish with trainer.push_to_hub(repo_id) or "
-    "hf_dpsynth.hub.push_adapter, which upload the adapter alone with its DP card, behind the safety gates."
+    "noise seeds of the run (private). Leave push_to_hub=False and publish with "
+    "hf_dpsynth.hub.push_trainer_adapter(trainer, repo_id=...), which uploads the adapter alone with its DP card, behind the safety gates."
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hf_dpsynth.training.data import IGNORE_INDEX
+from hf_dpsynth.data.tokenize import IGNORE_INDEX
 
 
 def per_example_causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from hf_dpsynth._io import atomic_write_json, atomic_write_text
+from hf_dpsynth._io import atomic_write_json
 from hf_dpsynth.errors import (
     CheckpointError,
     DatasetError,
@@ -47,15 +47,9 @@ from hf_dpsynth.errors import (
 )
 from hf_dpsynth.privacy import PrivacyLedger, compute_epsilon, default_delta, dpsgd_event
 from hf_dpsynth.training.config import DPSynthConfig, refuse_hub_uploads
-from hf_dpsynth.training.data import (
-    IGNORE_INDEX,
-    TokenizedExamples,
-    build_privacy_units,
-    collate,
-    plan_chunks,
-    rank_share,
-    tokenize_dataset,
-)
+from hf_dpsynth.data.tokenize import IGNORE_INDEX, TokenizedExamples, tokenize_dataset
+from hf_dpsynth.data.units import build_privacy_units
+from hf_dpsynth.training.batching import collate, plan_chunks, rank_share
 from hf_dpsynth.training.loss import per_example_causal_lm_loss
 from hf_dpsynth.training.grad_sample import ClippedSum, PerExampleGradients, validate_model
 from hf_dpsynth.training.sampler import PoissonSampler, SecretSeeds, dropout_seed, noise_generator
@@ -217,7 +211,7 @@ class DPSynthTrainer(Trainer):
         args: a :class:`DPSynthConfig`.
         train_dataset: a :class:`~hf_dpsynth.data.PreparedDataset`, or a ``datasets.Dataset``
             with a text column, ``prompt``/``completion`` columns, or ``input_ids`` (see
-            :mod:`hf_dpsynth.training.data`).
+            :mod:`hf_dpsynth.data.tokenize`).
         processing_class: the tokenizer.
         peft_config: a peft config applied with ``get_peft_model`` (as in TRL).
         ledger: a shared :class:`~hf_dpsynth.privacy.PrivacyLedger` (then ``target_epsilon`` and
@@ -842,91 +836,37 @@ class DPSynthTrainer(Trainer):
         )
 
     # ------------------------------------------------------------------ sharing
-    def _dp_adapter_card(self, *, finetuned_from: str | None = None, repo_id: str | None = None, **card: Any):
-        """The DP adapter card of this run (``hf_dpsynth.hub.cards.render_adapter_card``), from its ledger."""
-        from hf_dpsynth.hub.cards import render_adapter_card
+    @property
+    def ledger_stage(self) -> str:
+        """The ledger stage this trainer charges (``"training"``, or ``"audit"`` for a charged audit run)."""
+        return self._stage
 
-        if self._run_id is None:
-            raise DPConfigError(
-                "This trainer has not trained yet: its ledger holds no charge of this run, so there is no DP adapter "
-                "to describe. Call train() first."
-            )
-        peft_config = (getattr(self.model, "peft_config", None) or {}).get(getattr(self.model, "active_adapter", None))
-        base = finetuned_from or getattr(peft_config, "base_model_name_or_path", None)
-        if not base:
-            raise DPConfigError(
-                "The base model has no name (the model was not loaded from a Hub id), so the card cannot say which "
-                "weights the adapter applies to; got finetuned_from=None. Pass finetuned_from='<Hub id of the base "
-                "model>'."
-            )
-        return render_adapter_card(
-            ledger_report=self.ledger, base_model=base, training_report=self.privacy_report(),
-            training_stage=self._stage, repo_id=repo_id, **card,
-        )
+    @property
+    def has_trained(self) -> bool:
+        """True once this run's training charge is in the ledger (there is a DP adapter to describe)."""
+        return self._run_id is not None
 
-    def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
-                          tasks=None, dataset_tags=None, dataset=None, dataset_args=None, **kwargs) -> None:
-        # The Trainer's card lists hyper-parameters and losses on private data, not the DP guarantee: write the DP card.
-        options = _card_options(dict(language=language, license=license, model_name=model_name,
-                                     finetuned_from=finetuned_from, tags=tags, tasks=tasks, dataset_tags=dataset_tags,
-                                     dataset=dataset, dataset_args=dataset_args, **kwargs))
-        if self.is_world_process_zero():
-            os.makedirs(self.args.output_dir, exist_ok=True)
-            atomic_write_text(os.path.join(self.args.output_dir, "README.md"), str(self._dp_adapter_card(**options)))
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        # The Trainer's card lists hyper-parameters and losses on private data, not the DP guarantee.
+        raise DPConfigError(_SHARING_REFUSAL.format(
+            what="create_model_card()", use="hf_dpsynth.hub.write_trainer_adapter_card(trainer, finetuned_from=...)",
+            why="its card lists hyper-parameters and losses on private data, not the DP guarantee"))
 
-    def push_to_hub(self, commit_message: str | None = None, blocking: bool = True, token: str | None = None,
-                    revision: str | None = None, private: bool | None = None, *, repo_id: str | None = None,
-                    allow_non_private: bool = False, **card: Any):
-        """Publish the adapter alone with its DP card, through ``hf_dpsynth.hub.push_adapter``'s gates.
-
-        The Trainer's own push uploads output_dir (reports, checkpoints with the run's secret seeds);
-        this one saves only the adapter into a fresh temporary folder. ``repo_id`` defaults to
-        ``args.hub_model_id``; the repo is private unless ``private=False`` (or ``args.hub_private_repo``
-        is False). ``card`` takes language, license, model_name and finetuned_from (the base model's
-        Hub id). ``commit_message`` and ``blocking`` are accepted for the Trainer's signature only (the
-        push always blocks). Returns a ``PushResult`` (None on processes other than the main one).
-        """
-        # Overridden: the inherited push uploads output_dir (owner-only reports, checkpoints with secret seeds).
-        import tempfile
-
-        from hf_dpsynth.hub.publish import push_adapter
-
-        repo_id = repo_id or self.args.hub_model_id
-        if not repo_id:
-            raise DPConfigError("push_to_hub needs repo_id= (or args.hub_model_id): the Hub repo to publish the adapter to.")
-        if revision is not None or self.args.hub_revision is not None:
-            raise DPConfigError(
-                f"revision={revision or self.args.hub_revision!r}: the gated push publishes to the main branch only; "
-                "leave revision and hub_revision unset."
-            )
-        if not self.is_world_process_zero():
-            return None
-        card_text = str(self._dp_adapter_card(repo_id=repo_id, **_card_options(card)))
-        if private is None:
-            private = self.args.hub_private_repo is not False
-        with tempfile.TemporaryDirectory(prefix="hf_dpsynth_adapter_") as folder:
-            self.model.save_pretrained(folder)
-            return push_adapter(folder, repo_id, card=card_text, ledger_report=self.ledger.report().to_dict(),
-                                private=private, token=token if token is not None else self.args.hub_token,
-                                allow_non_private=allow_non_private)
+    def push_to_hub(self, *args: Any, **kwargs: Any) -> None:
+        # The inherited push uploads output_dir (owner-only reports, checkpoints with secret seeds).
+        raise DPConfigError(_SHARING_REFUSAL.format(
+            what="push_to_hub()", use="hf_dpsynth.hub.push_trainer_adapter(trainer, repo_id=..., finetuned_from=...)",
+            why="the inherited push uploads output_dir (owner-only reports, checkpoints holding the run's secret seeds)"))
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         # The Trainer's checkpoint push (args.push_to_hub set during training) would upload secret seeds.
         refuse_hub_uploads(self.args)
 
 
-_CARD_OPTIONS = ("language", "license", "model_name", "finetuned_from")
-
-
-def _card_options(given: dict[str, Any]) -> dict[str, Any]:
-    """The DP adapter card's options among the Trainer's model-card arguments; the others are refused."""
-    unsupported = sorted(k for k, v in given.items() if v is not None and k not in _CARD_OPTIONS)
-    if unsupported:
-        raise DPConfigError(
-            f"The DP adapter card takes {', '.join(_CARD_OPTIONS)}; got {unsupported} too. Render the card with "
-            "hf_dpsynth.hub.cards.render_adapter_card and publish with hf_dpsynth.hub.push_adapter for more."
-        )
-    return {k: given[k] for k in _CARD_OPTIONS if given.get(k) is not None}
+_SHARING_REFUSAL = (
+    "DPSynthTrainer.{what} is not available: {why}. The trainer does not publish; the Hub paths with the "
+    "release gates and the DP adapter card are in hf_dpsynth.hub: use {use}."
+)
 
 
 def _refuse_private_selection(callback: Any) -> None:

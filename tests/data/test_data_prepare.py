@@ -26,7 +26,7 @@ from hf_dpsynth.data import (
 )
 from hf_dpsynth.errors import DatasetError, SchemaError
 from hf_dpsynth.resources import load_sms_spam
-from hf_dpsynth.training.data import IGNORE_INDEX
+from hf_dpsynth.data.tokenize import IGNORE_INDEX
 
 LABELS = {"label": ["ham", "spam"]}
 

@@ -13,7 +13,9 @@ import pytest
 from hf_dpsynth.errors import MissingDependencyError
 from hf_dpsynth.evaluation import report as report_module
 from hf_dpsynth.evaluation.metric import Metric
-from hf_dpsynth.evaluation.report import DEFAULT_NOT_COVERED, OWNER_ONLY_HEADING, Report
+from hf_dpsynth._markdown import format_bound
+from hf_dpsynth.evaluation.report import Report
+from hf_dpsynth.privacy.disclosure import DEFAULT_NOT_COVERED, OWNER_ONLY_HEADING
 from hf_dpsynth.privacy import PrivacyLedger, dpsgd_event, gaussian_event
 
 # Distinctive owner-only strings: any of them in a shareable export is a leak.
@@ -199,8 +201,8 @@ def test_epsilon_and_delta_are_rounded_up_never_to_nearest(ledger_report):
         shown = float(stages[stage["name"]][4])
         assert stage["epsilon_spent"] <= shown <= stage["epsilon_spent"] * 1.01
     # exact values and float noise are not pushed up a digit
-    assert report_module.format_bound(0.1 * 3) == "0.3" and report_module.format_bound(1e-6) == "1e-6"
-    assert report_module.format_bound(4.0) == "4" and report_module.format_bound(math.inf) == "∞"
+    assert format_bound(0.1 * 3) == "0.3" and format_bound(1e-6) == "1e-6"
+    assert format_bound(4.0) == "4" and format_bound(math.inf) == "∞"
 
 
 def test_not_covered_has_the_defaults_and_is_settable(ledger_report):

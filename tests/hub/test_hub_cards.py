@@ -28,10 +28,8 @@ from hf_dpsynth.errors import CardError
 from hf_dpsynth.evaluation.metric import Metric
 from hf_dpsynth.hub import cards
 from hf_dpsynth.hub.cards import (
-    DEFAULT_BASE_MODEL_ID,
     DP_BLOCK_KEY,
     NOT_PRIVATE_TITLE,
-    OWNER_ONLY_HEADING,
     dp_block,
     dp_block_schema,
     read_dp_block,
@@ -40,7 +38,8 @@ from hf_dpsynth.hub.cards import (
     validate_card,
 )
 from hf_dpsynth.hub.gates import VERBATIM_OWNER_CHECK
-from hf_dpsynth.models import DEFAULT_MODEL_NAME
+from hf_dpsynth.models import DEFAULT_MODEL_ID, DEFAULT_MODEL_NAME
+from hf_dpsynth.privacy.disclosure import OWNER_ONLY_HEADING
 from hf_dpsynth.privacy import dpsgd_event, event_to_dict, gaussian_event, zcdp_event
 
 REPO = Path(__file__).resolve().parents[2]
@@ -350,7 +349,7 @@ def test_dataset_card_metadata(dataset_card):
 def test_adapter_card_names_the_base_model_and_its_q4_1_weights(adapter_card):
     assert isinstance(adapter_card, ModelCard)
     data = adapter_card.data.to_dict()
-    assert data["base_model"] == DEFAULT_BASE_MODEL_ID == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert data["base_model"] == DEFAULT_MODEL_ID == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert data["library_name"] == "peft" and "differential-privacy" in data["tags"]
     assert "Q4_1" in adapter_card.text and "dequantised" in adapter_card.text
     assert DEFAULT_MODEL_NAME in adapter_card.text
@@ -466,10 +465,10 @@ def test_size_category(n, category):
 
 
 def test_base_model_names(tmp_path):
-    assert cards._base_model(None) == (DEFAULT_BASE_MODEL_ID, True)
-    assert cards._base_model(DEFAULT_MODEL_NAME) == (DEFAULT_BASE_MODEL_ID, True)
+    assert cards._base_model(None) == (DEFAULT_MODEL_ID, True)
+    assert cards._base_model(DEFAULT_MODEL_NAME) == (DEFAULT_MODEL_ID, True)
     cache = "/home/someone/.cache/hf_dpsynth/models/SmolLM2-135M-Instruct-Q4_1-0123456789ab"
-    assert cards._base_model(cache) == (DEFAULT_BASE_MODEL_ID, True)  # the folder the default was dequantised into
+    assert cards._base_model(cache) == (DEFAULT_MODEL_ID, True)  # the folder the default was dequantised into
     assert cards._base_model("HuggingFaceTB/SmolLM2-360M-Instruct") == ("HuggingFaceTB/SmolLM2-360M-Instruct", False)
     for local in (str(tmp_path), "/data/private/my-model", "./out/adapter"):
         with pytest.raises(CardError, match="local path"):

@@ -8,7 +8,7 @@ from hf_dpsynth.cli.main import main
 from hf_dpsynth.hub.cards import render_dataset_card
 from hf_dpsynth.hub.gates import VERBATIM_OWNER_CHECK
 from hf_dpsynth.pipeline import load_recipe, run_recipe
-from hf_dpsynth.pipeline.runner import load_synthetic
+from hf_dpsynth.generation.io import load_synthetic
 from hf_dpsynth.privacy import PrivacyLedger
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "sms_spam_text.yaml"

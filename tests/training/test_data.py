@@ -6,14 +6,9 @@ from datasets import Dataset
 
 from hf_dpsynth import DPSynthConfig
 from hf_dpsynth.models import tiny_tokenizer
-from hf_dpsynth.training.data import (
-    IGNORE_INDEX,
-    PrivacyUnits,
-    collate,
-    plan_chunks,
-    rank_share,
-    tokenize_dataset,
-)
+from hf_dpsynth.data.tokenize import IGNORE_INDEX, tokenize_dataset
+from hf_dpsynth.data.units import PrivacyUnits
+from hf_dpsynth.training.batching import collate, plan_chunks, rank_share
 
 
 def test_each_row_holds_exactly_one_example_no_packing():
@@ -36,7 +31,7 @@ def test_each_row_holds_exactly_one_example_no_packing():
 def test_a_record_without_prefix_is_learned_after_the_start_token_it_is_sampled_from():
     """Unconditioned codecs (tabular rows) have an empty prompt: training must put the same start
     token before the record that sampling starts from, and take a loss on the record's first token."""
-    from hf_dpsynth.training.data import prompt_ids
+    from hf_dpsynth.data.tokenize import prompt_ids
 
     tok = tiny_tokenizer()
     ds = Dataset.from_dict({"prompt": ["", "label: ham\n"], "completion": ["age is 39, sex is Male", "ok"]})

@@ -7,7 +7,8 @@ from torch import nn
 
 from hf_dpsynth.errors import UnsupportedModelError
 from hf_dpsynth.models import tiny_causal_lm
-from hf_dpsynth.training.data import IGNORE_INDEX, TokenizedExamples, collate
+from hf_dpsynth.data.tokenize import IGNORE_INDEX, TokenizedExamples
+from hf_dpsynth.training.batching import collate
 from hf_dpsynth.training.grad_sample import ClippedSum, PerExampleGradients, validate_model
 from hf_dpsynth.training.loss import per_example_causal_lm_loss
 

@@ -414,7 +414,7 @@ def test_user_level_removing_one_user_moves_the_pre_noise_sum_by_at_most_clip(tm
 
 
 def test_contribution_cap_of_one_user_does_not_depend_on_other_users():
-    from hf_dpsynth.training.data import build_privacy_units
+    from hf_dpsynth.data.units import build_privacy_units
 
     users = ["a", "b", "a", "b", "b", "a", "b", "b", "b"]
     ds = make_dataset(len(users)).add_column("uid", users)

@@ -1,4 +1,4 @@
-"""The Trainer's own Hub paths go through hf_dpsynth.hub's gates and DP card (DP_CORRECTNESS 27, 32).
+"""A trainer's adapter is shared only through hf_dpsynth.hub's gates and DP card (DP_CORRECTNESS 27, 32).
 
 The inherited ``Trainer.push_to_hub`` uploads ``output_dir`` (the run folder: owner-only reports,
 checkpoints with the run's secret seeds) with a card of hyper-parameters and losses; the inherited
@@ -17,6 +17,7 @@ from safetensors.torch import load as load_safetensors
 
 from hf_dpsynth import DPSynthTrainer
 from hf_dpsynth.errors import DPConfigError
+from hf_dpsynth.hub.adapter import push_trainer_adapter, write_trainer_adapter_card
 from hf_dpsynth.hub.cards import read_dp_block, validate_card
 
 from hf_dpsynth.models import tiny_causal_lm
@@ -49,7 +50,7 @@ def test_trainer_push_to_hub_uploads_only_the_adapter_and_its_dp_card(hub_env, t
     assert (out / "checkpoint-1" / "dp_state.json").is_file() and (out / "privacy_ledger.json").is_file()
     repo = f"{hub_env.user}/dp-trainer-{uuid.uuid4().hex[:8]}"
 
-    result = trainer.push_to_hub(repo_id=repo, token=hub_env.token, finetuned_from=BASE)
+    result = push_trainer_adapter(trainer, repo_id=repo, token=hub_env.token, finetuned_from=BASE)
 
     assert result.repo_id == repo and result.private
     stored = hub_env.hub.get_repo("model", repo)
@@ -75,17 +76,29 @@ def test_trainer_push_to_hub_uploads_only_the_adapter_and_its_dp_card(hub_env, t
     assert "seed" not in json.dumps(config_json).lower()
 
 
-def test_trainer_push_to_hub_refuses_before_training_or_without_a_base_model_id(tmp_path):
+def test_the_trainer_itself_does_not_publish_and_says_where_the_gated_path_is(tmp_path):
+    trainer = trained(tmp_path)
+    for inherited, use in ((lambda: trainer.push_to_hub(), "hf_dpsynth.hub.push_trainer_adapter"),
+                           (lambda: trainer.push_to_hub(repo_id="me/adapter", finetuned_from=BASE),
+                            "hf_dpsynth.hub.push_trainer_adapter"),
+                           (lambda: trainer.create_model_card(finetuned_from=BASE),
+                            "hf_dpsynth.hub.write_trainer_adapter_card")):
+        with pytest.raises(DPConfigError, match=use.replace(".", r"\.")):
+            inherited()
+    assert not (Path(trainer.args.output_dir) / "README.md").exists()
+
+
+def test_the_adapter_push_refuses_before_training_or_without_a_base_model_id(tmp_path):
     trainer = make_trainer(tmp_path, n=20, max_steps=1)
     with pytest.raises(DPConfigError, match="train\\(\\) first"):
-        trainer.push_to_hub(repo_id="me/adapter", finetuned_from=BASE)
+        push_trainer_adapter(trainer, repo_id="me/adapter", finetuned_from=BASE)
     trainer.train()
     with pytest.raises(DPConfigError, match="finetuned_from"):
-        trainer.push_to_hub(repo_id="me/adapter")  # the tiny model has no Hub id: the card cannot name it
+        push_trainer_adapter(trainer, repo_id="me/adapter")  # the tiny model has no Hub id: the card cannot name it
     with pytest.raises(DPConfigError, match="repo_id"):
-        trainer.push_to_hub(finetuned_from=BASE)
+        push_trainer_adapter(trainer, finetuned_from=BASE)
     with pytest.raises(DPConfigError, match="dataset"):
-        trainer.push_to_hub(repo_id="me/adapter", finetuned_from=BASE, dataset="me/private-sms")
+        push_trainer_adapter(trainer, repo_id="me/adapter", finetuned_from=BASE, dataset="me/private-sms")
 
 
 def test_push_to_hub_set_after_construction_is_refused_before_anything_is_charged(tmp_path):
@@ -110,7 +123,7 @@ def test_push_to_hub_set_after_construction_is_refused_before_anything_is_charge
 
 def test_create_model_card_writes_the_dp_adapter_card(tmp_path):
     trainer = trained(tmp_path)
-    trainer.create_model_card(finetuned_from=BASE, license="apache-2.0")
+    write_trainer_adapter_card(trainer, finetuned_from=BASE, license="apache-2.0")
     text = (Path(trainer.args.output_dir) / "README.md").read_text()
     metadata = validate_card(text)  # the DP tag, block, schema and title checks
     assert metadata["library_name"] == "peft" and metadata["base_model"] == BASE
@@ -121,4 +134,4 @@ def test_create_model_card_writes_the_dp_adapter_card(tmp_path):
     # Not the Trainer's card: no hyper-parameter list, no training-loss table (losses are not DP).
     assert "Training hyperparameters" not in text and "learning_rate" not in text
     with pytest.raises(DPConfigError, match="tags"):
-        trainer.create_model_card(finetuned_from=BASE, tags=["sms"])
+        write_trainer_adapter_card(trainer, finetuned_from=BASE, tags=["sms"])
