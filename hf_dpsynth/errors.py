@@ -110,6 +110,11 @@ class ClaimRefutedError(DPSynthError, RuntimeError):
     """A charged privacy audit refuted the release's claim (ε̂ > ε): the release stops."""
 
 
+class LedgerConflictError(DPSynthError, RuntimeError):
+    """A ledger cannot be bound to a file that records a charge it does not hold: writing it there
+    would forget that spend."""
+
+
 class CheckpointError(DPSynthError, RuntimeError):
     """A checkpoint cannot be resumed without replaying or losing privacy-relevant state."""
 

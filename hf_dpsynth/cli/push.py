@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from hf_dpsynth.pipeline.build import recipe_codec
     from hf_dpsynth.pipeline.data import private_texts
     from hf_dpsynth.pipeline.outputs import RunLock, check_reused_output
-    from hf_dpsynth.pipeline.runner import LEDGER_FILE, load_run_recipe
+    from hf_dpsynth.pipeline.runner import load_run_recipe
+    from hf_dpsynth.privacy.ledger import LEDGER_FILE
     from hf_dpsynth.privacy import PrivacyLedger
 
     out = Path(args.run_dir)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -230,22 +230,20 @@ def dp_histograms(
     contribution: Contribution = "records",
     nullable: Sequence[str] = (),
     seed: int | None = None,
-    after_charge: Callable[[], None] | None = None,
 ) -> DPHistogramRelease:
     """Release the histograms of ``columns`` (each over its declared categories) with one Gaussian.
 
     Args:
         source: the private records (a Dataset, DatasetDict split or path; see ``load_records``).
         columns: column → its public list of categories.
-        ledger: charged before any noise is drawn; its privacy unit decides the sensitivity.
+        ledger: charged before any noise is drawn (a bound ledger is on disk by then); its privacy
+            unit decides the sensitivity.
         stage: the ledger stage (``"label_histogram"`` or ``"category_histograms"``).
         noise_multiplier: σ (noise std = σ × sensitivity); None calibrates the largest ε the
             stage's planned share still allows (a plan is then required).
         user_id_column, max_examples_per_user, contribution: user-level bounding (see module doc).
         nullable: columns whose missing values count in an extra ``"missing"`` bin.
         seed: fixes the noise — for tests only; by default it comes from OS entropy.
-        after_charge: called after the charge and before any noise is drawn (e.g. to persist the
-            ledger, so a crash can never lose the spend).
 
     Privacy: (ε, δ) of ``GaussianDpEvent(σ)`` for one privacy unit under add/remove, composed in
     the ledger. Only the noisy vector leaves this function; N is public.
@@ -290,8 +288,6 @@ def dp_histograms(
     }
     # Charge first: if the ledger refuses, no noise is drawn and nothing is released.
     ledger.charge(stage, event, privacy_unit=unit, num_units=num_units, metadata=metadata)
-    if after_charge is not None:
-        after_charge()
 
     pre_noise = _pre_noise_vector(
         bins, sizes, user_ids=user_ids, privacy_unit=unit, contribution=contribution,

@@ -507,14 +507,13 @@ class PrivatePredictionGenerator(Synthesizer):
 
     def generate(
         self, num_records: int | None = None, *, seed: int | None = None, progress: bool = True,
-        after_charge: Any = None,
     ) -> Dataset:
         """One record per batch (all batches, or the first ``num_records`` in a public order).
 
         Charges ρ(max_private_tokens) to the ledger before anything runs. ``seed`` fixes the
         mechanism's randomness for tests only: it is never written anywhere, and without it the
-        randomness comes from OS entropy. ``after_charge`` is called after the charge, before any
-        private token is drawn (e.g. to persist the ledger).
+        randomness comes from OS entropy. A bound ledger has saved the charge before any private
+        token is drawn.
         """
         from tqdm.auto import tqdm
 
@@ -538,8 +537,6 @@ class PrivatePredictionGenerator(Synthesizer):
                 "num_batches": len(order),
             },
         )
-        if after_charge is not None:
-            after_charge()
         entropy = seed if seed is not None else secrets.randbits(63)
         gen = torch.Generator().manual_seed(int(entropy))
         lap = np.random.default_rng(int(entropy) ^ 0x5EED5EED)

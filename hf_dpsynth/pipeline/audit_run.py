@@ -31,12 +31,12 @@ __all__ = ["audit_canaries", "audit_recipe", "load_audit"]
 
 
 def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any = print, ledger: Any = None,
-                 ledger_dir: str | os.PathLike[str] | None = None, prepared_data: Any = None) -> Any:
+                 prepared_data: Any = None) -> Any:
     """Run the audit of ``recipe`` into ``output_dir`` (``audit.json``, ``audit_report/``); returns the AuditReport.
 
     With ``ledger`` (the release ledger, which already holds the release's training charge and
-    plans an ``audit`` share), the audit's DP run is charged to stage ``audit`` before it trains and
-    the ledger is saved in ``ledger_dir`` (the run folder); the results may then be shared.
+    plans an ``audit`` share, bound to its file), the audit's DP run is charged to stage ``audit``
+    before it trains (the bound ledger saves itself inside the charge); the results may then be shared.
     ``prepared_data``: what :func:`prepare_recipe_data` returned, when the caller has it already.
     """
 
@@ -58,8 +58,9 @@ def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any
     batch = min(t.logical_batch_size, n)
     if ledger is not None:
         trained = [c for c in ledger.charges if c.stage == "training"]
-        if not trained or ledger_dir is None:
-            raise DPConfigError("a charged audit repeats the release's charged training: train first, and give ledger_dir.")
+        if not trained or ledger.path is None:
+            raise DPConfigError("a charged audit repeats the release's charged training: train first, with the "
+                                "release ledger bound to its file (PrivacyLedger.open or bind).")
         delta = ledger.delta
         sigma = float(trained[-1].metadata["noise_multiplier"])  # exactly the σ the release was charged with
         claimed = ledger.epsilon_spent("training")
@@ -81,7 +82,7 @@ def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any
         # the audit's q never exceeds the release's and its charge never exceeds the training stage's).
         audit_batch = max(1, (batch * (n + canaries)) // n) if canaries > 0 else min(batch, units)
         args = recipe_training_config(
-            recipe, output_dir=str(ledger_dir) if charged else tempfile.mkdtemp(prefix="hf_dpsynth_audit_"),
+            recipe, output_dir=tempfile.mkdtemp(prefix="hf_dpsynth_audit_"),
             logical_batch_size=audit_batch, save_strategy="no", disable_tqdm=True,
             noise_multiplier=sigma if private else 0.0,
             target_delta=None if charged else min(delta, 0.5 / units),
@@ -90,7 +91,7 @@ def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any
         charge = {"ledger": ledger, "ledger_stage": "audit", "public_units": canaries} if charged else {}
         trainer = DPSynthTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                                  peft_config=recipe_lora(recipe, model), **charge)
-        trainer.train()  # a charged run saved the ledger in ledger_dir before its first step
+        trainer.train()  # a charged run: the bound release ledger saved its charge before the first step
         return trainer.model
 
     config = AuditConfig(delta=delta, num_canaries=a.num_canaries, guesses=a.guesses, significance=a.significance,

@@ -39,6 +39,7 @@ from hf_dpsynth.pipeline.build import load_recipe_model, recipe_lora, recipe_tra
 from hf_dpsynth.pipeline.data import load_test_data, prepare_recipe_data
 from hf_dpsynth.pipeline.outputs import LOCK_FILE, RunLock, check_reused_output, record_output
 from hf_dpsynth.pipeline.recipe import Recipe
+from hf_dpsynth.privacy.ledger import LEDGER_FILE
 
 __all__ = ["RunSummary", "load_run_recipe", "public_baseline_setting", "run_recipe"]
 
@@ -46,7 +47,6 @@ STATE_FILE = "run_state.json"
 PUBLIC_ONLY_SETTING = "public-only (ε = 0)"
 #: The baseline's name when its labels come from the DP label histogram (it then rests on that release).
 PUBLIC_MODEL_DP_LABELS = "public model + DP label distribution"
-LEDGER_FILE = "privacy_ledger.json"
 AUDIT_DIR = "audit"  # a charged audit's results (audit.json holds owner-only control results too)
 
 
@@ -178,7 +178,7 @@ def _run_locked(recipe: Recipe, out: Path, *, progress: bool, log: Callable[[str
 
     ledger_path = out / LEDGER_FILE
     if ledger_path.is_file():
-        ledger = PrivacyLedger.load(ledger_path)
+        ledger = PrivacyLedger.open(ledger_path)  # bound: it saves itself inside every charge
     elif not allow_charges or state.data["stages"]:
         started = sorted(state.data["stages"])
         raise ReusedOutputError(
@@ -189,11 +189,7 @@ def _run_locked(recipe: Recipe, out: Path, *, progress: bool, log: Callable[[str
     else:
         delta = p.delta if p.delta is not None else default_delta(n)
         ledger = PrivacyLedger(epsilon=p.epsilon, delta=delta, privacy_unit=p.unit, num_units=n, accountant=p.accountant)
-        ledger.plan(dict(p.shares))
-        ledger.save(ledger_path)
-
-    def persist() -> None:
-        ledger.save(ledger_path)
+        ledger.bind(ledger_path).plan(dict(p.shares))  # bound: it saves itself inside every charge
 
     def reuse(path: Path) -> None:
         check_reused_output(path, ledger, ledger_path=ledger_path)
@@ -216,7 +212,7 @@ def _run_locked(recipe: Recipe, out: Path, *, progress: bool, log: Callable[[str
             state.mark("label_histogram", "charging")
             # On the prepared units (after the public drop, holdout and contribution rules), so N is the ledger's.
             release = dp_histograms(prepared.dataset, {d.label_column: list(d.labels)}, ledger=ledger, stage="label_histogram",
-                                    after_charge=persist, **release_kwargs)
+                                    **release_kwargs)
             release.save(hist_path)
             record_output(hist_path, ledger, ["label_histogram"])
             labels = release[d.label_column]
@@ -265,8 +261,7 @@ def _run_locked(recipe: Recipe, out: Path, *, progress: bool, log: Callable[[str
             public_prompt=g.public_prompt,
         )
         state.mark("generation", "charging")
-        synthetic = pp.generate(progress=progress, after_charge=persist)
-        persist()
+        synthetic = pp.generate(progress=progress)
         save_synthetic(synthetic, synthetic_path)
         record_output(synthetic_path, ledger, ["private_prediction", *label_stages])
         state.mark("generation", "done")
@@ -358,7 +353,6 @@ def _train(recipe, out, state, model, tok, prepared, ledger, reused, log, reuse)
     trainer.model.save_pretrained(str(tmp))
     shutil.rmtree(adapter, ignore_errors=True)
     os.replace(tmp, adapter)
-    ledger.save(out / LEDGER_FILE)
     record_output(adapter, ledger, ["training"])
     state.mark("training", "done")
     return trainer.model
@@ -377,9 +371,8 @@ def _charged_audit(recipe, out, state, ledger, prepared_data, reused, log, reuse
         raise _refuse_charge("audit", out)
     log("[4b] privacy audit (charged to the release ledger, stage 'audit')")
     state.mark("audit", "charging")
-    report = audit_recipe(recipe, output_dir=folder, log=lambda m: log("    " + m), ledger=ledger, ledger_dir=out,
+    report = audit_recipe(recipe, output_dir=folder, log=lambda m: log("    " + m), ledger=ledger,
                           prepared_data=prepared_data)
-    ledger.save(out / LEDGER_FILE)
     record_output(folder, ledger, ["audit"])
     state.mark("audit", "done")
     return report

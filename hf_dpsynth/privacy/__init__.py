@@ -6,12 +6,12 @@ torch nor anything heavy, so it is fast to import and to test.
 
 from __future__ import annotations
 
+from hf_dpsynth.privacy.accountants import PLD_MIN_NOISE_MULTIPLIER
 from hf_dpsynth.privacy.calibration import (
-    PLD_MIN_NOISE_MULTIPLIER,
     SIGMA_REL_TOL,
     calibrate_noise_multiplier,
-    default_delta,
     compute_epsilon,
+    default_delta,
 )
 from hf_dpsynth.privacy.events import (
     ACCOUNTANT_KINDS,
@@ -28,14 +28,8 @@ from hf_dpsynth.privacy.events import (
     private_evolution_event,
     zcdp_event,
 )
-from hf_dpsynth.privacy.ledger import (
-    ADJACENCY,
-    Charge,
-    LedgerReport,
-    PrivacyLedger,
-    StagePlan,
-    StageReport,
-)
+from hf_dpsynth.privacy.ledger import ADJACENCY, Charge, PrivacyLedger, StagePlan
+from hf_dpsynth.privacy.report import LedgerReport, StageReport
 
 __all__ = [
     "ACCOUNTANT_KINDS",

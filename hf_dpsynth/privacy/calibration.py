@@ -15,26 +15,33 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, NamedTuple
 
 import dp_accounting
-from dp_accounting.pld import PLDAccountant
-from dp_accounting.rdp import RdpAccountant
 from dp_accounting.rdp.rdp_privacy_accountant import DEFAULT_RDP_ORDERS
 
 from hf_dpsynth.errors import InvalidPrivacyParameterError, UnsupportedEventError
 from hf_dpsynth.privacy import _validation
+from hf_dpsynth.privacy.accountants import (
+    PLD_MIN_NOISE_MULTIPLIER,
+    AccountantSpec,
+    accountant_name,
+    check_supported,
+    compose,
+    epsilon_of,
+)
 from hf_dpsynth.privacy.events import (
-    ACCOUNTANT_KINDS,
     AccountantName,
     dpsgd_event,
-    event_kind,
     is_non_private,
 )
 
 __all__ = [
-    "PLD_MIN_NOISE_MULTIPLIER",
+    "Constraint",
+    "SigmaOutOfRange",
+    "calibrate_dpsgd",
     "SIGMA_REL_TOL",
     "calibrate_noise_multiplier",
     "compute_epsilon",
     "default_delta",
+    "out_of_range_error",
 ]
 
 def default_delta(num_units: int) -> float:
@@ -45,13 +52,6 @@ def default_delta(num_units: int) -> float:
 SIGMA_REL_TOL = 0.005
 """Calibrated σ are at most this much (relative) above the smallest σ that meets the target."""
 
-PLD_MIN_NOISE_MULTIPLIER = 0.1
-"""Below this (effective) noise multiplier the PLD accountant is refused.
-
-A Gaussian with σ = 0.1 already has ε ≈ 92 at δ = 1e-5, and dp-accounting's PLD for σ → 0 needs
-memory and time growing like 1/σ² (σ = 1e-3 asks for a 76 GiB array): such events are refused
-with a clear error instead of hanging or crashing. The RDP accountant has no such limit.
-"""
 
 _MAX_SIGMA = 1e4
 _RDP_MIN_SIGMA = 0.01
@@ -71,77 +71,6 @@ _DEFAULT_SLOPE = -2.0  # d log ε / d log σ, roughly, for DP-SGD in the usual r
 # --------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class _AccountantSpec:
-    """How to build one dp-accounting accountant: the exact ones, or a cheaper estimate."""
-
-    name: AccountantName
-    value_discretization_interval: float | None = None
-    orders: tuple[float, ...] | None = None
-
-    def new(self) -> dp_accounting.PrivacyAccountant:
-        if self.name == "pld":
-            if self.value_discretization_interval is None:
-                return PLDAccountant()
-            return PLDAccountant(value_discretization_interval=self.value_discretization_interval)
-        return RdpAccountant() if self.orders is None else RdpAccountant(orders=self.orders)
-
-
-def _accountant_name(accountant: str) -> AccountantName:
-    if accountant not in ACCOUNTANT_KINDS:
-        raise InvalidPrivacyParameterError(
-            f"accountant must be 'pld' or 'rdp'; got {accountant!r}. Use 'pld' (tighter) unless "
-            "a zCDP mechanism such as private prediction is composed, which needs 'rdp'."
-        )
-    return accountant  # type: ignore[return-value]
-
-
-def _check_supported(event: dp_accounting.DpEvent, accountant: AccountantName) -> None:
-    """Raises UnsupportedEventError when ``accountant`` cannot compose ``event``."""
-    missing = event_kind(event) - ACCOUNTANT_KINDS[accountant]
-    if missing:
-        raise UnsupportedEventError(
-            f"The {accountant.upper()} accountant cannot compose {sorted(map(str, missing))} "
-            f"mechanisms (event {event!r}). Use accountant='rdp', which composes every kind."
-        )
-
-
-def _check_pld_noise(event: dp_accounting.DpEvent, count: int = 1) -> None:
-    """Refuses Gaussian components too noiseless for dp-accounting's PLD (see the constant)."""
-    if isinstance(event, dp_accounting.SelfComposedDpEvent):
-        _check_pld_noise(event.event, count * event.count)
-    elif isinstance(event, dp_accounting.ComposedDpEvent):
-        for sub in event.events:
-            _check_pld_noise(sub, count)
-    elif isinstance(event, dp_accounting.PoissonSampledDpEvent):
-        if event.sampling_probability > 0:
-            _check_pld_noise(event.event, 1)  # PLD self-composes the sampled event
-    elif isinstance(event, dp_accounting.GaussianDpEvent) and event.noise_multiplier > 0:
-        effective = event.noise_multiplier / math.sqrt(count)
-        if effective < PLD_MIN_NOISE_MULTIPLIER:
-            raise InvalidPrivacyParameterError(
-                f"The PLD accountant cannot evaluate a Gaussian with noise multiplier "
-                f"{effective:.3g} (σ = {event.noise_multiplier:g} composed {count} times): its "
-                f"ε is above ~90 at δ = 1e-5 and dp-accounting would need minutes and gigabytes "
-                f"for it. Use noise_multiplier ≥ {PLD_MIN_NOISE_MULTIPLIER} (per composed "
-                "Gaussian), or accountant='rdp'."
-            )
-
-
-def _compose(accountant: dp_accounting.PrivacyAccountant, event: dp_accounting.DpEvent) -> None:
-    """Composes ``event`` into ``accountant`` (in place), after hf_dpsynth's own checks."""
-    if isinstance(accountant, PLDAccountant):
-        _check_pld_noise(event)
-    try:
-        accountant.compose(event)
-    except dp_accounting.UnsupportedEventError as exc:  # pragma: no cover - checked before
-        raise UnsupportedEventError(str(exc)) from exc
-
-
-def _epsilon(accountant: dp_accounting.PrivacyAccountant, delta: float) -> float:
-    return float(accountant.get_epsilon(delta))
-
-
 def compute_epsilon(
     event_or_events: dp_accounting.DpEvent | Iterable[dp_accounting.DpEvent],
     *,
@@ -156,7 +85,7 @@ def compute_epsilon(
 
     Privacy: add/remove-one adjacency of the privacy unit the events were computed for.
     """
-    name = _accountant_name(accountant)
+    name = accountant_name(accountant)
     target_delta = _validation.delta("delta", delta)
     events = (
         [event_or_events]
@@ -166,13 +95,13 @@ def compute_epsilon(
     for event in events:
         if not isinstance(event, dp_accounting.DpEvent):
             raise UnsupportedEventError(f"Expected dp_accounting events; got {event!r}.")
-        _check_supported(event, name)
+        check_supported(event, name)
     if any(is_non_private(event) for event in events):
         return math.inf
-    acc = _AccountantSpec(name).new()
+    acc = AccountantSpec(name).new()
     for event in events:
-        _compose(acc, event)
-    return _epsilon(acc, target_delta)
+        compose(acc, event)
+    return epsilon_of(acc, target_delta)
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,7 +116,7 @@ worst; its sign is always right.
 """
 
 
-class _SigmaOutOfRange(Exception):
+class SigmaOutOfRange(Exception):
     """No σ in the searched range is the answer: ``side`` says which end was hit."""
 
     def __init__(self, side: Literal["above", "below"], sigma: float) -> None:
@@ -254,7 +183,7 @@ def _solve(
         step = min(max(newton, 2 * step), math.log(4.0) if going_up else math.log(1.5))
         u_new = min(max(old.u + (step if going_up else -step), u_min), u_max)
         if u_new == old.u:
-            raise _SigmaOutOfRange("above" if going_up else "below", old.sigma)
+            raise SigmaOutOfRange("above" if going_up else "below", old.sigma)
         new = point(u_new)
         newest.append(new)
         if math.isfinite(new.value) and math.isfinite(old.value) and new.value != old.value:
@@ -320,7 +249,7 @@ def _smallest_sigma(
     last approximation shows over one tolerance step (the approximations differ from the exact
     accountant by a discretisation offset that barely moves over 0.5 % of σ).
 
-    Raises ``_SigmaOutOfRange`` when the answer lies outside [min_sigma, max_sigma].
+    Raises ``SigmaOutOfRange`` when the answer lies outside [min_sigma, max_sigma].
     """
     sigma, slope = start, _DEFAULT_SLOPE
     last: tuple[Overshoot, _Bracket] | None = None
@@ -358,7 +287,7 @@ def _smallest_sigma(
 
 
 @dataclasses.dataclass(frozen=True)
-class _Constraint:
+class Constraint:
     """One ε budget a new DP-SGD event must fit: the events already spent against it, and ε."""
 
     events: tuple[dp_accounting.DpEvent, ...]
@@ -366,8 +295,8 @@ class _Constraint:
     exact_base: dp_accounting.PrivacyAccountant | None = None  # ``events`` already composed
 
 
-def _calibrate_dpsgd(
-    constraints: Sequence[_Constraint],
+def calibrate_dpsgd(
+    constraints: Sequence[Constraint],
     *,
     accountant: AccountantName,
     delta: float,
@@ -378,10 +307,10 @@ def _calibrate_dpsgd(
 
     Shared by :func:`calibrate_noise_multiplier` (one empty constraint) and the ledger's
     ``calibrate`` (the total and the stage's share, with what was already charged). Raises
-    ``_SigmaOutOfRange``.
+    ``SigmaOutOfRange``.
     """
 
-    def criterion(spec: _AccountantSpec, exact: bool) -> Overshoot:
+    def criterion(spec: AccountantSpec, exact: bool) -> Overshoot:
         bases = []
         for constraint in constraints:
             if exact and constraint.exact_base is not None:
@@ -389,7 +318,7 @@ def _calibrate_dpsgd(
             else:
                 base = spec.new()
                 for event in constraint.events:
-                    _compose(base, event)
+                    compose(base, event)
             bases.append((base, constraint.budget))
 
         def overshoot(sigma: float) -> float:
@@ -400,8 +329,8 @@ def _calibrate_dpsgd(
             worst = -math.inf
             for i, (base, budget) in enumerate(bases):
                 acc = copy.deepcopy(base)
-                _compose(acc, event)
-                eps = _epsilon(acc, delta)
+                compose(acc, event)
+                eps = epsilon_of(acc, delta)
                 worst = max(worst, math.log(eps / budget) if eps > 0 else -math.inf)
                 if worst > 0:
                     # Exceeds already: the other budgets cannot change the verdict. Try this
@@ -412,12 +341,12 @@ def _calibrate_dpsgd(
 
         return overshoot
 
-    exact = criterion(_AccountantSpec(accountant), exact=True)
+    exact = criterion(AccountantSpec(accountant), exact=True)
     if accountant == "pld":
         approximations = [
-            (criterion(_AccountantSpec("rdp", orders=_RDP_BRACKET_ORDERS), exact=False),
+            (criterion(AccountantSpec("rdp", orders=_RDP_BRACKET_ORDERS), exact=False),
              _RDP_LEVEL_TOL),
-            (criterion(_AccountantSpec("pld", value_discretization_interval=_COARSE_PLD_INTERVAL),
+            (criterion(AccountantSpec("pld", value_discretization_interval=_COARSE_PLD_INTERVAL),
                        exact=False), _COARSE_LEVEL_TOL),
         ]
         min_sigma = PLD_MIN_NOISE_MULTIPLIER
@@ -447,22 +376,22 @@ def calibrate_noise_multiplier(
     ``num_steps`` steps with per-unit clipping. Raises InvalidPrivacyParameterError for targets
     outside what the accountant can evaluate.
     """
-    name = _accountant_name(accountant)
+    name = accountant_name(accountant)
     epsilon = _validation.epsilon("target_epsilon", target_epsilon)
     delta = _validation.delta("target_delta", target_delta)
     q = _validation.sampling_probability("sampling_probability", sampling_probability)
     steps = _validation.count("num_steps", num_steps, minimum=1)
     try:
-        return _calibrate_dpsgd(
-            [_Constraint(events=(), budget=epsilon)],
+        return calibrate_dpsgd(
+            [Constraint(events=(), budget=epsilon)],
             accountant=name, delta=delta, sampling_probability=q, num_steps=steps,
         )
-    except _SigmaOutOfRange as exc:
-        raise _out_of_range_error(exc, name, what=f"target_epsilon = {epsilon:g}") from None
+    except SigmaOutOfRange as exc:
+        raise out_of_range_error(exc, name, what=f"target_epsilon = {epsilon:g}") from None
 
 
-def _out_of_range_error(
-    exc: _SigmaOutOfRange, accountant: AccountantName, *, what: str
+def out_of_range_error(
+    exc: SigmaOutOfRange, accountant: AccountantName, *, what: str
 ) -> InvalidPrivacyParameterError:
     """The error for a σ search whose answer lies outside the range hf_dpsynth evaluates."""
     if exc.side == "above":

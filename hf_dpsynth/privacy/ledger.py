@@ -30,6 +30,7 @@ from hf_dpsynth._io import atomic_write_json
 from hf_dpsynth.errors import (
     BudgetPlanError,
     InvalidPrivacyParameterError,
+    LedgerConflictError,
     LedgerFormatError,
     PrivacyBudgetExceededError,
     PrivacyUnitMismatchError,
@@ -37,14 +38,12 @@ from hf_dpsynth.errors import (
     UnsupportedEventError,
 )
 from hf_dpsynth.privacy import _validation
+from hf_dpsynth.privacy.accountants import AccountantSpec, compose, epsilon_of
 from hf_dpsynth.privacy.calibration import (
-    _AccountantSpec,
-    _calibrate_dpsgd,
-    _compose,
-    _Constraint,
-    _epsilon,
-    _out_of_range_error,
-    _SigmaOutOfRange,
+    Constraint,
+    SigmaOutOfRange,
+    calibrate_dpsgd,
+    out_of_range_error,
 )
 from hf_dpsynth.privacy.events import (
     ACCOUNTANT_KINDS,
@@ -57,10 +56,13 @@ from hf_dpsynth.privacy.events import (
     event_to_dict,
     is_non_private,
 )
+from hf_dpsynth.privacy.report import LedgerReport, StageReport, json_copy, json_number
 
-__all__ = ["ADJACENCY", "Charge", "LedgerReport", "PrivacyLedger", "StagePlan", "StageReport"]
+__all__ = ["ADJACENCY", "LEDGER_FILE", "Charge", "LedgerReport", "PrivacyLedger", "StagePlan", "StageReport"]
 
 PrivacyUnit = Literal["example", "user"]
+LEDGER_FILE = "privacy_ledger.json"
+"""The file name of a run's ledger (in a trainer's output_dir, in a pipeline's run folder)."""
 ADJACENCY = "add_or_remove_one"
 """Neighbouring datasets differ by adding or removing all records of one privacy unit."""
 
@@ -106,100 +108,9 @@ class Charge:
             "id": self.id,
             "stage": self.stage,
             "event": event_to_dict(self.event),
-            "metadata": _json_copy(self.metadata),
+            "metadata": json_copy(self.metadata),
             "timestamp": self.timestamp,
         }
-
-
-@dataclasses.dataclass(frozen=True)
-class StageReport:
-    """What one stage spent (its own ε, composed alone) and the metadata of its charges."""
-
-    name: str
-    kind: str
-    share: float | None
-    epsilon_budget: float | None
-    epsilon_spent: float
-    charges: tuple[Mapping[str, Any], ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "share": self.share,
-            "epsilon_budget": _json_number(self.epsilon_budget),
-            "epsilon_spent": _json_number(self.epsilon_spent),
-            "charges": [_json_copy(m) for m in self.charges],
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class LedgerReport:
-    """The privacy guarantee of a release: composed ε, the budget, the unit and every stage.
-
-    ``private`` is False when any charge was non-private (σ = 0) or the budget is infinite (DP
-    disabled); such a release carries no DP guarantee and must be labelled so.
-    """
-
-    stages: tuple[StageReport, ...]
-    epsilon_spent: float
-    epsilon_budget: float
-    delta: float
-    accountant: str | None
-    adjacency: str
-    privacy_unit: str
-    num_units: int | None
-    private: bool
-    versions: Mapping[str, str]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict for cards; infinite ε are written as the string ``"inf"``."""
-        return {
-            "epsilon_spent": _json_number(self.epsilon_spent),
-            "epsilon_budget": _json_number(self.epsilon_budget),
-            "delta": self.delta,
-            "accountant": self.accountant,
-            "adjacency": self.adjacency,
-            "privacy_unit": self.privacy_unit,
-            "num_units": self.num_units,
-            "private": self.private,
-            "stages": [stage.to_dict() for stage in self.stages],
-            "versions": dict(self.versions),
-        }
-
-    def __str__(self) -> str:
-        unit = f"{self.privacy_unit}-level DP, add/remove-one adjacency"
-        units = f", N = {self.num_units}" if self.num_units is not None else ""
-        accountant = self.accountant.upper() if self.accountant else "no accountant fixed yet"
-        lines = [
-            f"Privacy ledger: ε = {_fmt(self.epsilon_spent)} spent of {_fmt(self.epsilon_budget)}"
-            f", δ = {self.delta:.3g} ({unit}{units}; {accountant})",
-        ]
-        header = ("stage", "kind", "share", "ε budget", "ε spent", "charges")
-        rows = [
-            (
-                s.name,
-                s.kind,
-                "-" if s.share is None else f"{s.share:.3g}",
-                "-" if s.epsilon_budget is None else _fmt(s.epsilon_budget),
-                _fmt(s.epsilon_spent),
-                str(len(s.charges)),
-            )
-            for s in self.stages
-        ]
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        for row in [header, *rows]:
-            cells = [
-                cell.ljust(w) if i < 2 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(row, widths))
-            ]
-            lines.append("  ".join(cells).rstrip())
-        if not self.private:
-            lines.append(
-                "NOT PRIVATE: a non-private mechanism was charged or DP is disabled (ε = inf)."
-            )
-        lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in self.versions.items()))
-        return "\n".join(lines)
 
 
 @dataclasses.dataclass
@@ -266,6 +177,7 @@ class PrivacyLedger:
         self._total_epsilon = 0.0
         self._stage_epsilons: dict[str, float] = {}
         self._non_private_stages: set[str] = set()
+        self._path: Path | None = None
 
     # ----------------------------------------------------------------------------------------
     # Properties
@@ -384,6 +296,7 @@ class PrivacyLedger:
         else:
             self._accountant, self._accountant_source = needed, "plan"
         self._plan = planned
+        self._persist()
 
     # ----------------------------------------------------------------------------------------
     # Charging
@@ -407,15 +320,30 @@ class PrivacyLedger:
         given). ``metadata`` is a small JSON-able dict of mechanism parameters kept with the
         charge and in the report.
 
-        Privacy: call this before the mechanism runs, and persist the ledger (:meth:`save`)
-        before releasing its output, so a crash never re-runs a mechanism uncharged.
+        Privacy: call this before the mechanism runs; a bound ledger (:meth:`bind`) is saved before
+        this returns, so a crash never re-runs a mechanism uncharged.
         """
-        meta = _json_copy({} if metadata is None else metadata, what="metadata")
+        meta = json_copy({} if metadata is None else metadata, what="metadata")
         proposal = self._propose(stage, event, privacy_unit=privacy_unit, num_units=num_units)
         if proposal.refusal is not None:
             raise PrivacyBudgetExceededError(proposal.refusal)
         timestamp = datetime.datetime.now(datetime.timezone.utc).isoformat()
-        return self._commit(proposal, Charge(proposal.stage, event, meta, timestamp))
+        charge = self._commit(proposal, Charge(proposal.stage, event, meta, timestamp))
+        self._persist()
+        return charge
+
+    def record(self, charge: Charge) -> Charge:
+        """Records a charge made earlier (same id, event and metadata), e.g. a resumed run's, re-recorded
+        into a fresh ledger: checked and refused exactly as :meth:`charge` (nothing new is spent by
+        the mechanism, but this ledger now accounts for it). A charge already held is refused."""
+        if charge.id in self.charge_ids():
+            raise LedgerFormatError(f"charge {charge.id} is already in this ledger.")
+        proposal = self._propose(charge.stage, charge.event, privacy_unit=None, num_units=None)
+        if proposal.refusal is not None:
+            raise PrivacyBudgetExceededError(proposal.refusal)
+        committed = self._commit(proposal, charge)
+        self._persist()
+        return committed
 
     def charge_ids(self, stage: str | None = None) -> tuple[str, ...]:
         """The ids of every charge (or of one stage's charges), in the order they were made."""
@@ -482,17 +410,17 @@ class PrivacyLedger:
         stage_non_private = stage in self._non_private_stages or is_non_private(event)
         total_acc = stage_acc = None
         total_eps = stage_eps = math.inf
-        spec = _AccountantSpec(accountant)
+        spec = AccountantSpec(accountant)
         if not non_private:
             total_acc = _extended(self._total_accountant, spec, event)
-            total_eps = _epsilon(total_acc, self._delta)
+            total_eps = epsilon_of(total_acc, self._delta)
         if not stage_non_private:
             if total_acc is not None and all(c.stage == stage for c in self._charges):
                 # The stage holds every charge so far: its composition is the total's.
                 stage_acc, stage_eps = copy.deepcopy(total_acc), total_eps
             else:
                 stage_acc = _extended(self._stage_accountants.get(stage), spec, event)
-                stage_eps = _epsilon(stage_acc, self._delta)
+                stage_eps = epsilon_of(stage_acc, self._delta)
 
         refusal = None
         if check_budget and math.isfinite(self._epsilon):
@@ -618,7 +546,7 @@ class PrivacyLedger:
         accountant = self._accountant or "pld"  # DP-SGD events are PLD-compatible
         stage_events = tuple(c.event for c in self._charges if c.stage == stage)
         constraints = [
-            _Constraint(
+            Constraint(
                 events=tuple(c.event for c in self._charges),
                 budget=self._epsilon,
                 exact_base=self._total_accountant,
@@ -626,21 +554,21 @@ class PrivacyLedger:
         ]
         if self._plan is not None:
             constraints.append(
-                _Constraint(
+                Constraint(
                     events=stage_events,
                     budget=self._plan[stage].share * self._epsilon,
                     exact_base=self._stage_accountants.get(stage),
                 )
             )
         try:
-            return _calibrate_dpsgd(
+            return calibrate_dpsgd(
                 constraints,
                 accountant=accountant,
                 delta=self._delta,
                 sampling_probability=q,
                 num_steps=steps,
             )
-        except _SigmaOutOfRange as exc:
+        except SigmaOutOfRange as exc:
             if exc.side == "above":
                 raise PrivacyBudgetExceededError(
                     f"No noise multiplier up to {exc.sigma:g} lets {steps} DP-SGD steps at "
@@ -649,7 +577,7 @@ class PrivacyLedger:
                     f"total (budget ε = {self._epsilon:g}). Take fewer steps or a lower "
                     "sampling probability; the budget is (nearly) spent."
                 ) from None
-            raise _out_of_range_error(
+            raise out_of_range_error(
                 exc, accountant, what=f"the remaining budget of stage {stage!r}"
             ) from None
 
@@ -674,7 +602,7 @@ class PrivacyLedger:
                     epsilon_budget=None if share is None else share * self._epsilon,
                     epsilon_spent=self._stage_epsilons.get(name, 0.0),
                     charges=tuple(
-                        _json_copy(c.metadata) for c in self._charges if c.stage == name
+                        json_copy(c.metadata) for c in self._charges if c.stage == name
                     ),
                 )
             )
@@ -717,7 +645,7 @@ class PrivacyLedger:
         return {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
-            "epsilon": _json_number(self._epsilon),
+            "epsilon": json_number(self._epsilon),
             "delta": self._delta,
             "privacy_unit": self._privacy_unit,
             "num_units": self._num_units,
@@ -726,7 +654,7 @@ class PrivacyLedger:
             "accountant_source": self._accountant_source,
             "plan": plan,
             "charges": [c.to_dict() for c in self._charges],
-            "epsilon_spent": _json_number(self._total_epsilon),
+            "epsilon_spent": json_number(self._total_epsilon),
             "versions": _versions(),
         }
 
@@ -770,7 +698,7 @@ class PrivacyLedger:
                 )
             for record in data["charges"]:
                 event = event_from_dict(record["event"])
-                meta = _json_copy(record["metadata"], what="metadata")
+                meta = json_copy(record["metadata"], what="metadata")
                 proposal = ledger._propose(
                     record["stage"], event, privacy_unit=None, num_units=None, check_budget=False
                 )
@@ -790,11 +718,51 @@ class PrivacyLedger:
             ) from exc
         return ledger
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Writes the ledger to ``path`` as JSON, atomically (temp file, fsync, rename).
+    @property
+    def path(self) -> Path | None:
+        """The file this ledger is bound to (:meth:`bind`), or None."""
+        return self._path
 
-        Privacy: save after each charge and before the mechanism's output is released, so a
-        crash can never lose a spend.
+    def bind(self, path: str | os.PathLike[str]) -> PrivacyLedger:
+        """Binds the ledger to ``path`` and saves it there now; from then on :meth:`plan`,
+        :meth:`charge` and :meth:`record` save it there (atomically) before they return, so before
+        the mechanism runs, and nothing else needs to write it. Returns the ledger.
+
+        Refused (LedgerConflictError, nothing written) when ``path`` holds a ledger with a charge
+        this one does not hold: writing this ledger there would forget that spend.
+
+        Privacy: a charge is on disk before its mechanism runs, so a crash never re-runs a
+        mechanism uncharged.
+        """
+        path = Path(path)
+        if path.is_file():
+            mine = set(self.charge_ids())
+            missing = [c for c in type(self).load(path).charges if c.id not in mine]
+            if missing:
+                raise LedgerConflictError(
+                    f"{path} records {len(missing)} charge(s) (stages {sorted({c.stage for c in missing})}) that "
+                    "this ledger does not hold: writing it there would forget that spend. Load that ledger "
+                    f"(PrivacyLedger.open({str(path)!r})) to charge on top of it, or use another file."
+                )
+        self._path = path
+        self._persist()
+        return self
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> PrivacyLedger:
+        """The ledger saved at ``path``, bound to it (see :meth:`bind`)."""
+        ledger = cls.load(path)
+        ledger._path = Path(path)
+        return ledger
+
+    def _persist(self) -> None:
+        if self._path is not None:
+            self.save(self._path)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Writes the ledger to ``path`` as JSON, atomically (temp file, fsync, rename): the one
+        function that writes a ledger file. A bound ledger (:meth:`bind`) calls it inside every
+        charge; call it yourself only for a copy (a checkpoint's) or an unbound ledger.
         """
         return atomic_write_json(path, self.to_dict())
 
@@ -821,12 +789,12 @@ _SOURCE_WORDS = {
 
 def _extended(
     base: dp_accounting.PrivacyAccountant | None,
-    spec: _AccountantSpec,
+    spec: AccountantSpec,
     event: dp_accounting.DpEvent,
 ) -> dp_accounting.PrivacyAccountant:
     """A new accountant: ``base`` (copied, never mutated) with ``event`` composed in."""
     acc = spec.new() if base is None else copy.deepcopy(base)
-    _compose(acc, event)
+    compose(acc, event)
     return acc
 
 
@@ -880,27 +848,6 @@ def _checked_num_units(num_units: Any, delta: float) -> int:
             f"Use e.g. δ = 1/(N·ln N) = {suggestion:.3g}."
         )
     return n
-
-
-def _json_copy(value: Any, *, what: str = "value") -> Any:
-    """A deep copy of a JSON-able value (strict JSON: no NaN or infinities)."""
-    if what == "metadata" and not isinstance(value, Mapping):
-        raise LedgerFormatError(f"metadata must be a dict; got {value!r}.")
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise LedgerFormatError(
-            f"{what} must be JSON-serialisable (str keys; numbers, strings, lists, dicts; no NaN "
-            f"or infinity); got {value!r}: {exc}."
-        ) from exc
-
-
-def _json_number(value: float | None) -> float | str | None:
-    return "inf" if value is not None and math.isinf(value) else value
-
-
-def _fmt(value: float) -> str:
-    return "inf" if math.isinf(value) else f"{value:.4g}"
 
 
 def _versions() -> dict[str, str]:

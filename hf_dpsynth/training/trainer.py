@@ -46,6 +46,7 @@ from hf_dpsynth.errors import (
     UnsupportedModelError,
 )
 from hf_dpsynth.privacy import PrivacyLedger, compute_epsilon, default_delta, dpsgd_event
+from hf_dpsynth.privacy.ledger import LEDGER_FILE
 from hf_dpsynth.training.config import DPSynthConfig, refuse_hub_uploads
 from hf_dpsynth.data.tokenize import IGNORE_INDEX, TokenizedExamples, tokenize_dataset
 from hf_dpsynth.data.units import build_privacy_units
@@ -61,7 +62,6 @@ logger = logging.getLogger(__name__)
 
 STAGE = "training"
 DP_STATE_FILE = "dp_state.json"
-LEDGER_FILE = "privacy_ledger.json"
 _NOT_PRIVATE_NOTE = (
     "Logged training losses, gradient norms and evaluation metrics are computed on private data "
     "without DP: they are for the data owner and are not covered by the guarantee."
@@ -535,12 +535,12 @@ class DPSynthTrainer(Trainer):
         self._charge_training()
 
     def _charge_training(self) -> None:
-        """Charge all T steps of this run, fix the accountant the ledger settled on, persist the ledger.
+        """Charge all T steps of this run and fix the accountant the ledger settled on.
 
         Privacy: runs before the first step; a refused charge raises before anything is trained. The
-        ledger file in output_dir is only ever replaced by a ledger holding all of its charges.
+        ledger is bound to its file before the charge, so the charge is on disk before step 1.
         """
-        self._refuse_forgetting_earlier_spend(os.path.join(self.args.output_dir, LEDGER_FILE))
+        self._bind_ledger()
         self.ledger.charge(
             self._stage,
             self._training_event(),
@@ -548,12 +548,22 @@ class DPSynthTrainer(Trainer):
             num_units=self.plan.num_units - self._public_units,
             metadata=self._charge_metadata(),
         )
+        self._adopt_ledger_accountant()
+
+    def _adopt_ledger_accountant(self) -> None:
         if self.ledger.accountant and self.ledger.accountant != self.plan.accountant:
             self.plan = dataclasses.replace(self.plan, accountant=self.ledger.accountant)
             self._epsilon_cache.clear()
-        if self.args.should_save:
-            os.makedirs(self.args.output_dir, exist_ok=True)
-            self.ledger.save(os.path.join(self.args.output_dir, LEDGER_FILE))
+
+    def _bind_ledger(self) -> None:
+        """An unbound ledger is bound to ``output_dir/privacy_ledger.json`` (on the main process): it
+        then saves itself inside every charge. A ledger bound elsewhere (a run folder's) stays there."""
+        if self.ledger.path is not None or not self.args.should_save:
+            return
+        path = os.path.join(self.args.output_dir, LEDGER_FILE)
+        self._refuse_forgetting_earlier_spend(path)
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        self.ledger.bind(path)
 
     def _refuse_forgetting_earlier_spend(self, path: str) -> None:
         """Refuse to charge when the ledger at ``path`` holds charges this trainer's ledger does not.
@@ -573,7 +583,7 @@ class DPSynthTrainer(Trainer):
                 f"{path} records an earlier run whose ledger spent ε = {earlier.epsilon_spent():.4g} on the same "
                 f"data, with {len(missing)} charge(s) (stages {stages}) that this trainer's ledger does not hold. "
                 "Writing this trainer's ledger in its place would forget that spend. Pass "
-                "ledger=PrivacyLedger.load(path) (to resume that run, or to charge a new run on top of it), or "
+                "ledger=PrivacyLedger.open(path) (to resume that run, or to charge a new run on top of it), or "
                 "use another output_dir for unrelated data."
             )
 
@@ -611,11 +621,19 @@ class DPSynthTrainer(Trainer):
             c.stage == self._stage and (c.metadata or {}).get("run_id") == self._run_id for c in self.ledger.charges
         )
         if not already:
-            # A fresh process with a fresh ledger: the spend of the interrupted run is re-recorded (not
-            # re-spent), so the ledger shows what this release really spent; refused if the checkpoint's
-            # ledger (or output_dir's, checked in _charge_training) knew of other charges.
-            self._refuse_forgetting_earlier_spend(os.path.join(checkpoint, LEDGER_FILE))
-            self._charge_training()
+            # A fresh process with a fresh ledger: the interrupted run's charge is re-recorded (not
+            # re-spent), with its id, so the ledger shows what this release really spent; refused if the
+            # checkpoint's ledger (or output_dir's, checked when the ledger is bound) knew of other charges.
+            saved = os.path.join(checkpoint, LEDGER_FILE)
+            self._refuse_forgetting_earlier_spend(saved)
+            earlier = [c for c in (PrivacyLedger.load(saved).charges if os.path.isfile(saved) else ())
+                       if c.stage == self._stage and (c.metadata or {}).get("run_id") == self._run_id]
+            if earlier:
+                self.ledger.record(earlier[-1])
+                self._adopt_ledger_accountant()
+                self._bind_ledger()
+            else:
+                self._charge_training()
 
     def _save_checkpoint(self, model, trial):
         # The run's secrets and the ledger go into every checkpoint, before the Trainer's own files

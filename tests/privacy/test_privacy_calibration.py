@@ -19,7 +19,7 @@ from hf_dpsynth.privacy import (
     gaussian_event,
     zcdp_event,
 )
-from hf_dpsynth.privacy.calibration import _smallest_sigma, _SigmaOutOfRange
+from hf_dpsynth.privacy.calibration import SigmaOutOfRange, _smallest_sigma
 
 DELTA = 1e-5
 
@@ -209,10 +209,10 @@ def test_smallest_sigma_with_approximations_stays_exact(offset):
 
 
 def test_smallest_sigma_reports_an_answer_out_of_range():
-    with pytest.raises(_SigmaOutOfRange) as info:
+    with pytest.raises(SigmaOutOfRange) as info:
         _smallest_sigma(lambda sigma: 1.0, min_sigma=0.1, max_sigma=100.0)
     assert info.value.side == "above"
-    with pytest.raises(_SigmaOutOfRange) as info:
+    with pytest.raises(SigmaOutOfRange) as info:
         _smallest_sigma(_analytic(0.01), min_sigma=0.1)
     assert info.value.side == "below"
 
