@@ -237,7 +237,7 @@ def test_audit_command_audits_the_recipe_training_as_its_own_run(tmp_path):
     assert not (tmp_path / "run").exists()  # the audit never writes into the release's folder
 
 
-def test_a_charged_audit_is_a_stage_of_the_run_and_only_its_dp_run_reaches_the_card(tmp_path):
+def test_a_charged_audit_is_a_stage_of_the_run_and_only_its_dp_run_reaches_the_card(tmp_path, capsys):
     import dp_accounting
 
     from hf_dpsynth.hub.cards import read_dp_block, render_dataset_card, validate_card
@@ -285,12 +285,29 @@ def test_a_charged_audit_is_a_stage_of_the_run_and_only_its_dp_run_reaches_the_c
     from hf_dpsynth.errors import ClaimRefutedError
 
     (out / "summary.json").unlink()
+    earlier_card = (out / "README.md").read_text(encoding="utf-8")  # rendered before the audit refuted ε
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(AuditReport, "refuted", property(lambda self: True))
         with pytest.raises(ClaimRefutedError, match="BUG"):
             run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
         assert "refused" in json.loads((out / "summary.json").read_text())["release"]
         assert len(PrivacyLedger.load(out / "privacy_ledger.json").charges) == 3  # nothing re-run
+        assert not (out / "README.md").exists()  # the earlier card does not show the refutation: removed
+        # The push reads the run's own audit, not the card: with the earlier card put back, still refused.
+        from hf_dpsynth.cli.main import main
+
+        (out / "README.md").write_text(earlier_card, encoding="utf-8")
+        capsys.readouterr()
+        assert main(["push", str(out), "--repo-id", "me/sms"]) == 1
+        assert "charged audit refuted its ε" in capsys.readouterr().out
+        # A card rendered without the audit block hides it: refused whatever the audit says.
+        from hf_dpsynth.errors import PublishRefusedError
+        from hf_dpsynth.hub.gates import check_card
+
+        silent = render_dataset_card(ledger_report=ledger, num_records=4, codec_info={"modality": "text"},
+                                     generator_info={"generator": "adapter_sampler"})
+        with pytest.raises(PublishRefusedError, match="charged privacy audit but the card shows none"):
+            check_card(silent, ledger_report=ledger)
         # The explicit override lets the run finish (its cards then say ε̂ > ε).
         run_recipe(recipe.with_overrides(audit={"publish_if_refuted": True}), output_dir=out, progress=False,
                    log=lambda _: None)

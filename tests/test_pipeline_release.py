@@ -3,13 +3,14 @@ process at a time; `evaluate` and `card` never charge; the baseline is named aft
 bring-your-own-data evaluation never tests on training rows; the CLI answers bad input in one line."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from hf_dpsynth.cli.main import main
-from hf_dpsynth.errors import DPConfigError, ReusedOutputError
+from hf_dpsynth.errors import DatasetError, DPConfigError, ReusedOutputError
 from hf_dpsynth.pipeline import load_recipe, run_recipe
 from hf_dpsynth.pipeline.outputs import RunLock, sidecar_path
 from hf_dpsynth.privacy import PrivacyLedger
@@ -87,6 +88,30 @@ def test_an_output_without_its_charge_record_is_refused(run_copy):
     sidecar_path(run_copy / "synthetic").unlink()
     with pytest.raises(ReusedOutputError, match="no record of the charge"):
         run_recipe(_recipe(), output_dir=run_copy, **QUIET)
+
+
+def test_a_sidecar_that_names_no_charge_of_its_stages_is_refused(run_copy):
+    side = sidecar_path(run_copy / "synthetic")
+    data = json.loads(side.read_text())
+    assert data["stages"] and data["charge_ids"]
+    side.write_text(json.dumps({**data, "charge_ids": []}))  # stages listed, no charge named
+    with pytest.raises(ReusedOutputError, match="names no charge of stage"):
+        run_recipe(_recipe(), output_dir=run_copy, **QUIET)
+
+
+def test_every_epsilon_label_of_the_run_is_rounded_up():
+    from hf_dpsynth.pipeline.runner import RunSummary, dp_setting, public_baseline_setting
+    from hf_dpsynth.privacy import gaussian_event
+
+    ledger = PrivacyLedger(epsilon=10.0, delta=1e-6, num_units=1000)
+    ledger.charge("label_histogram", gaussian_event(noise_multiplier=1.3))
+    spent = ledger.epsilon_spent()
+    shown = [dp_setting(ledger), public_baseline_setting(ledger, ["label_histogram"]),
+             RunSummary(output_dir=".", epsilon_spent=spent, delta=1e-6, stages={"label_histogram": spent}).table()]
+    for text in shown:
+        numbers = [float(v) for v in re.findall(r"(?:ε = |label_histogram\s+|total\s+)([0-9.]+)", text)]
+        assert numbers and all(spent <= v <= spent * 1.01 for v in numbers), (text, spent)
+    assert float(f"{spent:.3g}") < spent  # this ε is one that rounding to nearest would understate
 
 
 def test_the_intact_folder_reuses_everything_for_free(run_copy):
@@ -209,6 +234,39 @@ def test_the_holdout_rule_keeps_units_out_of_every_private_stage_and_is_one_stab
     assert recipe.fingerprint() != recipe.with_overrides(evaluation={"holdout": 0.3}).fingerprint()
 
 
+def test_made_up_users_are_one_stable_and_a_cap_by_position_is_stated_in_the_card(tmp_path):
+    from hf_dpsynth.hub.cards import render_dataset_card
+    from hf_dpsynth.pipeline.data import load_recipe_data, prepare_recipe_data
+
+    rows = _reviews(120)
+
+    def recipe(path, **data):
+        base = _csv_recipe(path, holdout=0.2)
+        return load_recipe({**base, "privacy": {**base["privacy"], "unit": "user", "max_examples_per_user": 3},
+                            "data": {**base["data"], "user_id_column": "user", "synthetic_user_ids": 15, **data}})
+
+    full = load_recipe_data(recipe(_csv(tmp_path / "all.csv", rows)).with_overrides(evaluation={"holdout": None,
+                                                                                                "enabled": False}))
+    minus = load_recipe_data(recipe(_csv(tmp_path / "minus.csv", rows[:7] + rows[8:])).with_overrides(
+        evaluation={"holdout": None, "enabled": False}))
+    users_full = dict(zip(full["review"], full["user"]))
+    # Removing one record changes no other record's user (round-robin by position would shift every later one).
+    assert dict(zip(minus["review"], minus["user"])) == {k: v for k, v in users_full.items() if k != rows[7][0]}
+    assert len(set(users_full.values())) > 5
+    # data.max_records keeps the first rows (by position): the card says the guarantee is for those rows.
+    _, _, prepared = prepare_recipe_data(recipe(tmp_path / "all.csv", max_records=50))
+    assert prepared.report.first_rows == 50
+    ledger = PrivacyLedger(epsilon=4.0, delta=1e-6, privacy_unit="user", num_units=prepared.num_units)
+    from hf_dpsynth.privacy import gaussian_event
+
+    ledger.charge("label_histogram", gaussian_event(noise_multiplier=5.0))
+    card = str(render_dataset_card(ledger_report=ledger, num_records=3, codec_info={"modality": "text"},
+                                   generator_info={"generator": "adapter_sampler"}, preparation=prepared.report))
+    assert "the first 50 (data.max_records, a cap by position)" in card and "about 2ε" in card
+    _, _, uncapped = prepare_recipe_data(recipe(tmp_path / "all.csv"))
+    assert uncapped.report.first_rows is None
+
+
 def test_a_csv_run_with_a_held_out_file_evaluates_on_that_file(tmp_path):
     source = _csv(tmp_path / "train.csv", _reviews(60))
     held = _csv(tmp_path / "held.csv", _reviews(30, start=1000))
@@ -219,6 +277,50 @@ def test_a_csv_run_with_a_held_out_file_evaluates_on_that_file(tmp_path):
     assert len(test) == 30 and set(test["review"]) == {r for r, _ in _reviews(30, start=1000)}
     summary = run_recipe(recipe, output_dir=tmp_path / "run", **QUIET)
     assert summary.num_generated == 4
+
+
+def test_the_run_reads_its_own_files_wherever_a_later_command_runs_and_refuses_changed_ones(tmp_path, monkeypatch,
+                                                                                           capsys):
+    # The push's verbatim gate compares the synthetic data with the training file: it must be the file
+    # the run read, not whatever a relative data.source finds from another working directory.
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    for folder, rows in ((project, _reviews(60)), (elsewhere, [("unrelated text", "pos")])):
+        (folder / "data").mkdir(parents=True)
+        _csv(folder / "data" / "reviews.csv", rows)
+    monkeypatch.chdir(project)
+    recipe = load_recipe({**_csv_recipe("data/reviews.csv", holdout=0.2)})
+    out = tmp_path / "run"
+    run_recipe(recipe, output_dir=out, **QUIET)
+    fingerprint = recipe.fingerprint()  # of the file the relative path names from here
+    state = json.loads((out / "run_state.json").read_text())
+    assert state["sources"]["data.source"]["path"] == str(project / "data" / "reviews.csv")
+    monkeypatch.chdir(elsewhere)
+    from hf_dpsynth.pipeline.data import private_texts
+    from hf_dpsynth.pipeline.runner import load_run_recipe
+
+    again = load_run_recipe(out)
+    assert again.data.source == str(project / "data" / "reviews.csv") and again.fingerprint() == fingerprint
+    assert "unrelated text" not in private_texts(again) and len(private_texts(again)) > 40
+    # A training file edited after the run: every later command refuses (no gate against other records).
+    monkeypatch.chdir(project)
+    _csv(project / "data" / "reviews.csv", _reviews(59))
+    with pytest.raises(DPConfigError, match="changed since the run"):
+        load_run_recipe(out)
+    with pytest.raises(DPConfigError, match="changed since the run"):
+        run_recipe(recipe, output_dir=out, **QUIET)
+    capsys.readouterr()
+    assert main(["push", str(out), "--repo-id", "me/reviews"]) == 2
+    assert "changed since the run" in capsys.readouterr().err
+
+
+def test_a_data_error_before_any_charge_leaves_the_folder_free_for_the_corrected_run(tmp_path):
+    source = _csv(tmp_path / "train.csv", _reviews(60))
+    out = tmp_path / "run"
+    bad = load_recipe({**_csv_recipe(source, holdout=0.2), "data": {**_csv_recipe(source)["data"], "text_column": "text"}})
+    with pytest.raises(DatasetError):
+        run_recipe(bad, output_dir=out, **QUIET)
+    assert not (out / "run_state.json").exists() and not (out / "privacy_ledger.json").exists()
+    assert run_recipe(load_recipe(_csv_recipe(source, holdout=0.2)), output_dir=out, **QUIET).num_generated == 4
 
 
 def test_set_overrides_any_recipe_key_and_enters_the_fingerprint(tmp_path, capsys):
@@ -252,6 +354,18 @@ def test_every_subcommand_answers_bad_input_with_one_message_and_status_2(comman
     err = capsys.readouterr().err
     assert err.startswith(f"hf-dpsynth {command[0]}: error: ") and "Traceback" not in err
     assert "--debug" in err
+
+
+def test_a_missing_user_column_under_a_holdout_is_one_message_too(tmp_path, capsys):
+    source = _csv(tmp_path / "train.csv", _reviews(40))
+    recipe = tmp_path / "recipe.yaml"
+    import yaml
+
+    recipe.write_text(yaml.safe_dump(_csv_recipe(source, holdout=0.2)), encoding="utf-8")
+    assert main(["run", str(recipe), "--output-dir", str(tmp_path / "run"), "--set", "privacy.unit=user",
+                 "--set", "privacy.max_examples_per_user=2", "--set", "data.user_id_column=uid"]) == 2
+    err = capsys.readouterr().err
+    assert "'uid' is not a column" in err and "Traceback" not in err
 
 
 # -- item 6: owner-only cards never replace the shareable card ---------------------------------------

@@ -20,6 +20,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(run with audit.publish_if_refuted: true).")
 
 
+def _refuted_audit(out, ledger, allowed: bool) -> str | None:
+    """Why the push is refused by the run's own charged audit (read from audit/, not from the card), or None."""
+    from hf_dpsynth.pipeline.audit_run import load_audit
+    from hf_dpsynth.pipeline.outputs import check_reused_output
+    from hf_dpsynth.pipeline.runner import AUDIT_DIR
+    from hf_dpsynth.privacy.ledger import LEDGER_FILE
+
+    if not ledger.charge_ids("audit"):
+        return None
+    folder = out / AUDIT_DIR
+    check_reused_output(folder, ledger, ledger_path=out / LEDGER_FILE)  # the audit its charge paid for
+    audit = load_audit(folder)
+    if audit.refuted and not allowed:
+        return (f"{audit.main_verdict} The run's charged audit refuted its ε: do not release; find the bug. To publish "
+                "anyway, labelled, run with audit.publish_if_refuted: true and push with --allow-refuted-audit.")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -41,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
         check_reused_output(out / "synthetic", ledger, ledger_path=out / LEDGER_FILE)
         if args.adapter_repo_id:
             check_reused_output(out / "adapter", ledger, ledger_path=out / LEDGER_FILE)
+        refused = _refuted_audit(out, ledger, args.allow_refuted_audit)
+        if refused:
+            print(f"refused: {refused}")
+            return 1
         codec = recipe_codec(recipe)
         canaries = audit_canaries(recipe, codec) if "audit" in recipe.privacy.shares else ()
         card = (out / "README.md").read_text(encoding="utf-8") if (out / "README.md").is_file() else None

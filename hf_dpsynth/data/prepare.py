@@ -50,7 +50,7 @@ class PreparationReport:
 
     Shareable: privacy unit, N, the user cap, the codec's public configuration and rounding,
     whether and which PII types were scrubbed, whether rows that do not fit the codec were dropped
-    (``drop_invalid``). Owner-only: how many records were read, dropped as invalid (per reason),
+    (``drop_invalid``), a cap to the source's first rows (``first_rows``). Owner-only: how many records were read, dropped as invalid (per reason),
     dropped as duplicates, dropped by the cap, clipped to bounds, and PII replacements per type.
     """
 
@@ -71,6 +71,9 @@ class PreparationReport:
     records_with_pii: int = field(metadata={"owner_only": True})
     drop_invalid: bool = False
     invalid_dropped: Mapping[str, int] = field(default_factory=dict, metadata={"owner_only": True})
+    first_rows: int | None = None
+    """Public: the data were the first ``first_rows`` rows of the source (a cap by position, set by the
+    caller), so the guarantee protects one record of those rows, not of the whole source."""
 
     OWNER_ONLY = (
         "num_records_read", "num_records_kept", "duplicates_removed", "capped_removed",
@@ -88,6 +91,7 @@ class PreparationReport:
             "rounding": self.rounding,
             "pii_scrubbing": dict(self.pii_scrubbing),
             "drop_invalid": self.drop_invalid,
+            "first_rows": self.first_rows,
         }
         if not include_owner_only:
             return shareable

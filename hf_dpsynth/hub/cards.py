@@ -1035,6 +1035,10 @@ def _preparation_rows(prep: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("records kept per user", f"at most {prep['max_examples_per_user']} (chosen by a fixed public hash)"))
     if prep.get("rounding"):
         rows.append(("rounding", str(prep["rounding"])))
+    if prep.get("first_rows") is not None:
+        rows.append(("rows of the source used", f"the first {prep['first_rows']:,} (data.max_records, a cap by position): "
+                     "the guarantee protects one record among them; for the whole source, removing one of those "
+                     "rows brings in the next row, so two records change (about 2ε)"))
     if prep.get("drop_invalid"):
         rows.append(("rows that do not fit the schema", "dropped before any private stage, each decided from the row "
                      "alone (1-stable: the guarantee holds for the data as given); how many is not released"))

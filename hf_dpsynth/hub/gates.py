@@ -310,6 +310,12 @@ def _card_gates(
         report.passed.append("shareable card (no owner-only values)")
 
     audit = block.get("audit")
+    audited = any(s.get("name") == "audit" and s.get("charges") for s in ledger_report.get("stages") or ())
+    if audited and not isinstance(audit, Mapping):
+        report.failures.append(
+            "the ledger holds a charged privacy audit but the card shows none: its verdict belongs in the card "
+            f"(a card rendered without it hides a refuted audit); {_RERENDER}."
+        )
     if isinstance(audit, Mapping) and audit.get("refuted"):
         claim = f"ε̂ = {audit['epsilon_lower_bound']:.6g} > claimed ε = {audit['claimed_epsilon']}"
         if not allow_refuted_audit:

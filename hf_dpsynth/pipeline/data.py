@@ -16,25 +16,72 @@ refused. Metrics on held-out rows are owner-only: those rows are outside the gua
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from hf_dpsynth.errors import DPConfigError
+from hf_dpsynth.errors import DatasetError, DPConfigError
 from hf_dpsynth.pipeline.build import recipe_codec
-from hf_dpsynth.pipeline.recipe import Recipe, has_own_test_split, test_split_refusal
+from hf_dpsynth.pipeline.recipe import PACKAGED_SOURCES, Recipe, has_own_test_split, test_split_refusal
 
 __all__ = [
+    "check_sources",
     "holdout_rows",
     "load_recipe_data",
     "load_test_data",
     "prepare_recipe_data",
     "private_texts",
+    "source_records",
 ]
 
 _HOLDOUT_SALT = b"hf_dpsynth/evaluation-holdout/v1"
+_USER_SALT = b"hf_dpsynth/synthetic-user-ids/v1"
+
+
+def source_records(recipe: Recipe) -> dict[str, dict[str, str]]:
+    """The files a recipe reads records from (``data.source``, ``evaluation.test_source``): for each,
+    its absolute path and a SHA-256 of its content (of every file, for a folder). A run records them,
+    so that resuming, ``card``, ``evaluate`` and ``push`` read exactly the records the run used."""
+    found = {}
+    for key, value in (("data.source", recipe.data.source), ("evaluation.test_source", recipe.evaluation.test_source)):
+        if value is not None and value not in PACKAGED_SOURCES and os.path.exists(value):
+            found[key] = {"path": os.path.abspath(value), "sha256": _content_digest(Path(value))}
+    return found
+
+
+def check_sources(recipe: Recipe, recorded: dict[str, dict[str, str]], *, where: str) -> Recipe:
+    """``recipe`` reading the files a run recorded (:func:`source_records`), at their absolute paths.
+
+    Refused when a file is gone or its content changed since the run: the gates would compare the
+    synthetic data with other records, and a resumed stage would run on other data.
+    """
+    sections: dict[str, dict[str, str]] = {}
+    for key, entry in recorded.items():
+        path = Path(entry["path"])
+        if not path.exists():
+            raise DPConfigError(f"{where} read {key} from {path}, which no longer exists: restore that file (the "
+                                "release gates compare the synthetic data with those very records).")
+        if _content_digest(path) != entry["sha256"]:
+            raise DPConfigError(f"{key} ({path}) changed since {where} read it (its SHA-256 differs): the outputs "
+                                "were made from other records, and the gates must compare them with those. Restore "
+                                "the file, or run the recipe again into a new folder.")
+        section, field = key.split(".")
+        sections.setdefault(section, {})[field] = str(path)
+    return recipe.with_overrides(**sections) if sections else recipe
+
+
+def _content_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode() + b"\0")
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _load_source(recipe: Recipe, source: str, split: str | None) -> Any:
@@ -66,8 +113,10 @@ def _shape(recipe: Recipe, data: Any, *, max_records: int | None) -> Any:
     if max_records is not None:
         data = data.select(range(min(max_records, len(data))))  # the first rows: a public choice
     if d.synthetic_user_ids:
-        # Test fixture only: the packaged data has no user column, so users are assigned round-robin.
-        data = data.add_column("user", [f"user{i % d.synthetic_user_ids}" for i in range(len(data))])
+        # A demo for data with no user column: each record's made-up user is a keyed hash of the record
+        # itself (never its position), so removing one record changes no other record's user.
+        users = [f"user{_key_hash(_USER_SALT, key) % d.synthetic_user_ids}" for key in _record_keys(recipe, data)]
+        data = data.add_column("user", users)
     return data
 
 
@@ -84,14 +133,27 @@ def holdout_rows(recipe: Recipe, data: Any) -> list[bool]:
         return [False] * len(data)
     d = recipe.data
     if recipe.privacy.unit == "user":
+        if d.user_id_column not in data.column_names:
+            raise DatasetError(f"data.user_id_column {d.user_id_column!r} is not a column of data.source; its columns "
+                               f"are {data.column_names}. Name the column that identifies each user.")
         keys = [repr(u) for u in column_values(data, d.user_id_column)]
     else:
-        fields = [f for f in recipe_codec(recipe).fields if f in data.column_names]
-        columns = [column_values(data, f) for f in fields]
-        keys = [json.dumps([str(c[row]) for c in columns], ensure_ascii=False) for row in range(len(data))]
+        keys = _record_keys(recipe, data)
     threshold = fraction * 2**64
-    return [int.from_bytes(hashlib.sha256(_HOLDOUT_SALT + k.encode("utf-8", "surrogatepass")).digest()[:8], "big")
-            < threshold for k in keys]
+    return [_key_hash(_HOLDOUT_SALT, k) < threshold for k in keys]
+
+
+def _record_keys(recipe: Recipe, data: Any) -> list[str]:
+    """Each row's canonical content: the codec's fields of the record, as text."""
+    from hf_dpsynth.data.loading import column_values
+
+    fields = [f for f in recipe_codec(recipe).fields if f in data.column_names]
+    columns = [column_values(data, f) for f in fields]
+    return [json.dumps([str(c[row]) for c in columns], ensure_ascii=False) for row in range(len(data))]
+
+
+def _key_hash(salt: bytes, key: str) -> int:
+    return int.from_bytes(hashlib.sha256(salt + key.encode("utf-8", "surrogatepass")).digest()[:8], "big")
 
 
 def load_recipe_data(recipe: Recipe, *, part: Literal["train", "test"] = "train") -> Any:
@@ -145,6 +207,8 @@ def prepare_recipe_data(recipe: Recipe) -> tuple[Any, Any, Any]:
         data, codec, privacy_unit=p.unit, user_id_column=d.user_id_column if p.unit == "user" else None,
         max_examples_per_user=p.max_examples_per_user if p.unit == "user" else None, scrub_pii=d.scrub_pii, **extra,
     )
+    if d.max_records is not None:  # a cap by position: stated in the card (the guarantee is for those rows)
+        prepared = dataclasses.replace(prepared, report=dataclasses.replace(prepared.report, first_rows=d.max_records))
     return data, codec, prepared
 
 

@@ -50,7 +50,7 @@ class DataSection:
     max_records: int | None = None
     scrub_pii: bool = True
     drop_invalid: bool = False  # drop rows that do not fit the codec (counted, owner-only) instead of stopping
-    synthetic_user_ids: int | None = None  # test fixtures only: assign N synthetic users round-robin
+    synthetic_user_ids: int | None = None  # a demo: each record gets one of N made-up users by a keyed hash of the record (1-stable)
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,8 @@ class Recipe:
         """A hash of everything that defines the release (not where it writes, where it is published
         or how it is evaluated): an output folder holding another fingerprint holds a different run."""
         data = self.to_dict()
+        if self.data.source not in PACKAGED_SOURCES:  # one file however it is spelt (its content: run_state.json)
+            data["data"]["source"] = os.path.abspath(self.data.source)
         data["output"] = {}
         data["hub"] = {}
         # evaluating or auditing a release does not change it; a holdout decides the training units, so it does

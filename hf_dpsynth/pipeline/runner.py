@@ -33,15 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from hf_dpsynth._io import atomic_write_json
+from hf_dpsynth._markdown import format_bound
 from hf_dpsynth.errors import ClaimRefutedError, DPConfigError, ReusedOutputError
 from hf_dpsynth.generation.io import load_synthetic, save_synthetic
 from hf_dpsynth.pipeline.build import load_recipe_model, recipe_lora, recipe_training_config
-from hf_dpsynth.pipeline.data import load_test_data, prepare_recipe_data
+from hf_dpsynth.pipeline.data import check_sources, load_test_data, prepare_recipe_data, source_records
 from hf_dpsynth.pipeline.outputs import LOCK_FILE, RunLock, check_reused_output, record_output
 from hf_dpsynth.pipeline.recipe import Recipe
 from hf_dpsynth.privacy.ledger import LEDGER_FILE
 
-__all__ = ["RunSummary", "load_run_recipe", "public_baseline_setting", "run_recipe"]
+__all__ = ["RunSummary", "dp_setting", "load_run_recipe", "public_baseline_setting", "run_recipe"]
 
 STATE_FILE = "run_state.json"
 PUBLIC_ONLY_SETTING = "public-only (ε = 0)"
@@ -65,8 +66,8 @@ class RunSummary:
     reused: list[str] = field(default_factory=list)
 
     def table(self) -> str:
-        rows = [("stage", "ε spent")] + [(k, f"{v:.4g}") for k, v in self.stages.items()]
-        rows.append(("total", f"{self.epsilon_spent:.4g} (δ = {self.delta:.2g})"))
+        rows = [("stage", "ε spent")] + [(k, format_bound(v)) for k, v in self.stages.items()]
+        rows.append(("total", f"{format_bound(self.epsilon_spent)} (δ = {format_bound(self.delta)})"))
         width = max(len(r[0]) for r in rows)
         lines = [f"{a:<{width}}  {b}" for a, b in rows]
         if self.num_generated is not None:
@@ -80,21 +81,34 @@ class RunSummary:
 
 
 class _State:
-    def __init__(self, out: Path, recipe: Recipe) -> None:
-        self.path = out / STATE_FILE
+    """``run_state.json``: the recipe's fingerprint, the files it read (path and content digest) and
+    each stage's status. Written once the data is prepared, so a data error claims no folder."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path, self.data = path, data
+
+    @classmethod
+    def load(cls, out: Path, recipe: Recipe) -> tuple[_State | None, Recipe]:
+        """The folder's state (None for a new run) and the recipe reading the files the run recorded."""
+        path = out / STATE_FILE
+        if not path.is_file():
+            return None, recipe
+        data = json.loads(path.read_text(encoding="utf-8"))
         fingerprint = recipe.fingerprint()
-        if self.path.is_file():
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if data.get("fingerprint") != fingerprint:
-                raise DPConfigError(
-                    f"{out} holds a different run (recipe {data.get('name')!r}, fingerprint {data.get('fingerprint')}); "
-                    f"this recipe's fingerprint is {fingerprint}. Use another output folder rather than mix two runs."
-                )
-            self.data = data
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            self.data = {"name": recipe.name, "fingerprint": fingerprint, "recipe": recipe.to_dict(), "stages": {}}
-            self.save()
+        if data.get("fingerprint") != fingerprint:
+            raise DPConfigError(
+                f"{out} holds a different run (recipe {data.get('name')!r}, fingerprint {data.get('fingerprint')}); "
+                f"this recipe's fingerprint is {fingerprint}. Use another output folder rather than mix two runs."
+            )
+        return cls(path, data), check_sources(recipe, data.get("sources", {}), where=f"the run in {out}")
+
+    @classmethod
+    def create(cls, out: Path, recipe: Recipe, sources: dict[str, Any]) -> _State:
+        out.mkdir(parents=True, exist_ok=True)
+        state = cls(out / STATE_FILE, {"name": recipe.name, "fingerprint": recipe.fingerprint(),
+                                       "recipe": recipe.to_dict(), "sources": sources, "stages": {}})
+        state.save()
+        return state
 
     def done(self, stage: str) -> bool:
         return self.data["stages"].get(stage) == "done"
@@ -117,7 +131,8 @@ def load_run_recipe(folder: str | os.PathLike[str]) -> Recipe:
     data = json.loads(path.read_text(encoding="utf-8"))
     if "recipe" not in data:
         raise DPConfigError(f"{path} predates recipe recording; rerun the recipe into a new folder.")
-    return load_recipe(data["recipe"])
+    # The files the run read, wherever this command runs from; refused when one changed.
+    return check_sources(load_recipe(data["recipe"]), data.get("sources", {}), where=f"the run in {folder}")
 
 
 def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = None, progress: bool = True,
@@ -167,11 +182,14 @@ def _run_locked(recipe: Recipe, out: Path, *, progress: bool, log: Callable[[str
     from hf_dpsynth.data.statistics import DPHistogramRelease
     from hf_dpsynth.privacy import PrivacyLedger, default_delta
 
-    state = _State(out, recipe)
+    sources = source_records(recipe)  # before the data is read: the digests are of what is prepared
+    state, recipe = _State.load(out, recipe)
     summary_reused: list[str] = []
 
     log(f"[1] data: {recipe.data.source} ({recipe.data.modality})")
     data, codec, prepared = prepare_recipe_data(recipe)
+    if state is None:
+        state = _State.create(out, recipe, sources)
     d, p = recipe.data, recipe.privacy
     n = prepared.num_units
     log(f"    {n:,} {p.unit}s (N, public)")
@@ -297,8 +315,10 @@ def _run_locked(recipe: Recipe, out: Path, *, progress: bool, log: Callable[[str
         summary.headline.update(headline)
     if audit is not None and audit.refuted and not recipe.audit.publish_if_refuted:
         atomic_write_json(out / "summary.json", {**summary.__dict__, "release": "refused: the charged audit refuted ε"})
+        for card in (out / "README.md", out / "adapter" / "README.md", *(out / name for name in OWNER_CARDS.values())):
+            card.unlink(missing_ok=True)  # an earlier card of this release would not show the refutation
         raise ClaimRefutedError(
-            f"{audit.main_verdict} No card was written, and the release must not be published. Find the bug (or the "
+            f"{audit.main_verdict} No card was written (earlier ones were removed), and the release must not be published. Find the bug (or the "
             f"privacy claim that is wrong); set audit.publish_if_refuted: true only to publish it anyway, and the "
             f"cards then say that ε̂ > ε. The audit is in {out / AUDIT_DIR}."
         )
@@ -308,20 +328,17 @@ def _run_locked(recipe: Recipe, out: Path, *, progress: bool, log: Callable[[str
     return summary
 
 
+def dp_setting(ledger: Any) -> str:
+    """The release's setting label in metric tables: its total ε, rounded up (never understated)."""
+    return f"ε = {format_bound(ledger.epsilon_spent())}"
+
+
 def public_baseline_setting(ledger: Any, label_stages: list[str]) -> str:
     """The baseline's name: public-only when it used nothing private, else what DP release it rests on."""
     if not label_stages:
         return PUBLIC_ONLY_SETTING
     eps = math.fsum(ledger.epsilon_spent(s) for s in label_stages)
-    return f"{PUBLIC_MODEL_DP_LABELS} (ε = {_ceil(eps, 3)})"
-
-
-def _ceil(value: float, digits: int) -> str:
-    """``value`` rounded up at ``digits`` significant digits (never understates an ε)."""
-    if not math.isfinite(value) or value <= 0:
-        return "inf" if math.isinf(value) else f"{value:g}"
-    scale = 10 ** (digits - 1 - math.floor(math.log10(value)))
-    return f"{math.ceil(value * scale - 1e-9) / scale:g}"
+    return f"{PUBLIC_MODEL_DP_LABELS} (ε = {format_bound(eps)})"
 
 
 def _train(recipe, out, state, model, tok, prepared, ledger, reused, log, reuse):
@@ -467,7 +484,7 @@ def _evaluate(recipe, codec, synthetic, ledger, out, log, references=None) -> tu
     try:
         usable = {k: v for k, v in (references or {}).items() if len(v) > 0}
         result = evaluate(synthetic, test, codec=codec, embeddings=recipe.evaluation.embeddings,
-                          setting=f"ε = {ledger.epsilon_spent():.3g}", references=usable or None)
+                          setting=dp_setting(ledger), references=usable or None)
     except Exception as exc:  # e.g. a single class among few synthetic records
         log(f"    evaluation skipped: {exc}")
         return {"evaluation": f"skipped ({type(exc).__name__})"}, []
