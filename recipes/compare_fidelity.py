@@ -30,7 +30,8 @@ def main() -> None:
     from hf_dpsynth.evaluation.embeddings import embed_texts
     from hf_dpsynth.evaluation.text import frechet_distance, knn_precision_recall
     from hf_dpsynth.pipeline.data import load_test_data
-    from hf_dpsynth.pipeline.runner import load_run_recipe, load_synthetic
+    from hf_dpsynth.generation.io import load_synthetic
+    from hf_dpsynth.pipeline.folder import load_run_recipe
 
     run = Path(args.run_dir)
     recipe = load_run_recipe(run)

@@ -100,7 +100,8 @@ def test_a_sidecar_that_names_no_charge_of_its_stages_is_refused(run_copy):
 
 
 def test_every_epsilon_label_of_the_run_is_rounded_up():
-    from hf_dpsynth.pipeline.runner import RunSummary, dp_setting, public_baseline_setting
+    from hf_dpsynth.pipeline.context import RunSummary
+    from hf_dpsynth.pipeline.release import dp_setting, public_baseline_setting
     from hf_dpsynth.privacy import gaussian_event
 
     ledger = PrivacyLedger(epsilon=10.0, delta=1e-6, num_units=1000)
@@ -160,7 +161,7 @@ def test_evaluate_and_card_refuse_an_unfinished_stage_instead_of_charging_it(tmp
 
 def test_the_baseline_that_used_the_dp_histogram_is_not_called_public_only(finished_run):
     from hf_dpsynth.evaluation.evaluator import is_public_baseline
-    from hf_dpsynth.pipeline.runner import PUBLIC_ONLY_SETTING, public_baseline_setting
+    from hf_dpsynth.pipeline.release import PUBLIC_ONLY_SETTING, public_baseline_setting
 
     ledger = PrivacyLedger.load(finished_run / "privacy_ledger.json")
     name = public_baseline_setting(ledger, ["label_histogram"])
@@ -296,7 +297,7 @@ def test_the_run_reads_its_own_files_wherever_a_later_command_runs_and_refuses_c
     assert state["sources"]["data.source"]["path"] == str(project / "data" / "reviews.csv")
     monkeypatch.chdir(elsewhere)
     from hf_dpsynth.pipeline.data import private_texts
-    from hf_dpsynth.pipeline.runner import load_run_recipe
+    from hf_dpsynth.pipeline.folder import load_run_recipe
 
     again = load_run_recipe(out)
     assert again.data.source == str(project / "data" / "reviews.csv") and again.fingerprint() == fingerprint

@@ -17,11 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_dpsynth.pipeline import run_recipe
-    from hf_dpsynth.pipeline.runner import load_run_recipe
+    from hf_dpsynth.pipeline.folder import load_run_recipe
+    from hf_dpsynth.pipeline.runner import render_run_cards
 
     recipe = load_run_recipe(args.run_dir)
     # Never charges: a stage that has not finished is refused (run `hf-dpsynth run` first).
-    run_recipe(recipe, output_dir=args.run_dir, include_owner_only_in_cards=args.include_owner_only,
-               allow_charges=False)
+    render_run_cards(args.run_dir, recipe, include_owner_only=args.include_owner_only)
     return 0

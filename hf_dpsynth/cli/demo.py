@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from hf_dpsynth.models import DEFAULT_MODEL_NAME
     from hf_dpsynth.pipeline import load_recipe, run_recipe
     from hf_dpsynth.generation.io import load_synthetic
-    from hf_dpsynth.pipeline.runner import STATE_FILE
+    from hf_dpsynth.pipeline.folder import STATE_FILE
     from hf_dpsynth.resources import SMS_SPAM_CITATION
 
     start = time.perf_counter()

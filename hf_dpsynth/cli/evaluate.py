@@ -16,13 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_dpsynth.pipeline import run_recipe
-    from hf_dpsynth.pipeline.runner import load_run_recipe
+    from hf_dpsynth.pipeline.folder import load_run_recipe
+    from hf_dpsynth.pipeline.runner import evaluate_run
 
     recipe = load_run_recipe(args.run_dir)
     evaluation = {"enabled": True, "public_only_baseline": args.public_only_baseline}
     if args.max_test_records is not None:
         evaluation["max_test_records"] = args.max_test_records
     # Never charges: a stage that has not finished is refused (run `hf-dpsynth run` first).
-    run_recipe(recipe.with_overrides(evaluation=evaluation), output_dir=args.run_dir, allow_charges=False)
+    evaluate_run(args.run_dir, recipe.with_overrides(evaluation=evaluation))
     return 0

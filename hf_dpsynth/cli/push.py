@@ -24,7 +24,7 @@ def _refuted_audit(out, ledger, allowed: bool) -> str | None:
     """Why the push is refused by the run's own charged audit (read from audit/, not from the card), or None."""
     from hf_dpsynth.pipeline.audit_run import load_audit
     from hf_dpsynth.pipeline.outputs import check_reused_output
-    from hf_dpsynth.pipeline.runner import AUDIT_DIR
+    from hf_dpsynth.pipeline.folder import AUDIT_DIR
     from hf_dpsynth.privacy.ledger import LEDGER_FILE
 
     if not ledger.charge_ids("audit"):
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from hf_dpsynth.pipeline.build import recipe_codec
     from hf_dpsynth.pipeline.data import private_texts
     from hf_dpsynth.pipeline.outputs import RunLock, check_reused_output
-    from hf_dpsynth.pipeline.runner import load_run_recipe
+    from hf_dpsynth.pipeline.folder import load_run_recipe
     from hf_dpsynth.privacy.ledger import LEDGER_FILE
     from hf_dpsynth.privacy import PrivacyLedger
 

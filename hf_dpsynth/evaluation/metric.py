@@ -40,6 +40,15 @@ class Metric:
         if isinstance(self.value, float) and not math.isfinite(self.value) and not math.isinf(self.value):
             object.__setattr__(self, "value", None)  # NaN: not available
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Metric:
+        """The metric :meth:`to_dict` wrote (infinities written as ``"inf"`` / ``"-inf"`` read back)."""
+        value = data["value"]
+        if value in ("inf", "-inf"):
+            value = math.inf if value == "inf" else -math.inf
+        return cls(name=data["name"], value=value, shareable=bool(data["shareable"]), section=data["section"],
+                   setting=data.get("setting", ""), note=data.get("note", ""))
+
     def to_dict(self) -> dict[str, Any]:
         value = self.value
         if isinstance(value, float) and math.isinf(value):

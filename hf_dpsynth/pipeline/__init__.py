@@ -7,7 +7,7 @@ from hf_dpsynth._lazy import lazy_exports
 _LAZY = {
     "Recipe": "hf_dpsynth.pipeline.recipe",
     "load_recipe": "hf_dpsynth.pipeline.recipe",
-    "RunSummary": "hf_dpsynth.pipeline.runner",
+    "RunSummary": "hf_dpsynth.pipeline.context",
     "run_recipe": "hf_dpsynth.pipeline.runner",
 }
 __all__ = sorted(_LAZY)

@@ -85,13 +85,6 @@ def check_reused_output(output: str | os.PathLike[str], ledger: Any, *, ledger_p
         ids, digest, stages = list(data["charge_ids"]), str(data["digest"]), list(data["stages"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ReusedOutputError(f"{side} is not a charged-output record ({exc}). {fix}") from exc
-    by_stage = {stage: set(ledger.charge_ids(stage)) for stage in stages}
-    unpaid = [stage for stage in stages if not by_stage[stage] & set(ids)]
-    if unpaid:
-        raise ReusedOutputError(
-            f"{side.name} names no charge of stage(s) {unpaid or stages} for {path.name} in the ledger {ledger_path}: "
-            f"every stage an output rests on must name a charge that paid for it. {fix}"
-        )
     held = set(ledger.charge_ids())
     absent = [i for i in ids if i not in held]
     if absent:
@@ -99,6 +92,13 @@ def check_reused_output(output: str | os.PathLike[str], ledger: Any, *, ledger_p
             f"{path.name} was paid for by {len(absent)} charge(s) of stage(s) {stages} that the ledger {ledger_path} "
             "does not hold (it was deleted, replaced or belongs to another run): reusing it would release it with "
             f"an understated ε. {fix}"
+        )
+    by_stage = {stage: set(ledger.charge_ids(stage)) for stage in stages}
+    unpaid = [stage for stage in stages if not by_stage[stage] & set(ids)]
+    if unpaid:
+        raise ReusedOutputError(
+            f"{side.name} names no charge of stage(s) {unpaid} for {path.name} in the ledger {ledger_path}: "
+            f"every stage an output rests on must name a charge that paid for it. {fix}"
         )
     if output_digest(path) != digest:
         raise ReusedOutputError(
