@@ -21,6 +21,7 @@ from hf_dpsynth.generation.base import (
     Synthesizer,
     build_dataset,
     check_positive_int,
+    check_tokenizer_matches,
     condition_label,
 )
 from hf_dpsynth.generation.guided import SchemaGuidedDecoder
@@ -33,17 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["AdapterSampler"]
 
 Conditioning = DPHistogram | DPHistogramRelease | Mapping[str, Mapping[str, float]] | None
-
-
-def check_tokenizer_matches(model: Any, tokenizer: Any) -> None:
-    """A clear error when the tokenizer's ids do not fit the model's embedding table."""
-    embeddings = model.get_input_embeddings()
-    size = getattr(embeddings, "num_embeddings", None)
-    if size is not None and len(tokenizer) > size:
-        raise DPConfigError(
-            f"The tokenizer has {len(tokenizer)} tokens but the model's embedding table only {size}: they do "
-            "not belong together. Load the tokenizer that was saved with the model."
-        )
 
 
 def _conditioning_table(codec: Codec, conditioning: Conditioning) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:

@@ -42,8 +42,13 @@ from hf_dpsynth.errors import (
     PrivacyBudgetExceededError,
     PrivacyUnitMismatchError,
 )
-from hf_dpsynth.generation.adapter_sampler import check_tokenizer_matches
-from hf_dpsynth.generation.base import GeneratedText, Synthesizer, build_dataset, check_positive_int
+from hf_dpsynth.generation.base import (
+    GeneratedText,
+    Synthesizer,
+    build_dataset,
+    check_positive_int,
+    check_tokenizer_matches,
+)
 from hf_dpsynth.generation.contexts import LockstepContexts
 from hf_dpsynth.privacy.calibration import default_delta
 from hf_dpsynth.privacy.events import zcdp_event
