@@ -1,6 +1,6 @@
 """Generating synthetic records: one ``Synthesizer`` interface, two generators.
 
-* :class:`AdapterSampler` — samples the DP-fine-tuned model with prompts conditioned on DP
+* :class:`AdapterSynthesizer` — samples the DP-fine-tuned model with prompts conditioned on DP
   statistics (post-processing: no budget).
 * :class:`PrivatePredictionGenerator` — private prediction with a base model, no fine-tuning
   (zCDP, charged once before generation).
@@ -15,7 +15,7 @@ _LAZY = {
     "GeneratedText": "hf_dpsynth.generation.base",
     "build_dataset": "hf_dpsynth.generation.base",
     "generation_info": "hf_dpsynth.generation.base",
-    "AdapterSampler": "hf_dpsynth.generation.adapter_sampler",
+    "AdapterSynthesizer": "hf_dpsynth.generation.adapter_sampler.synthesizer",
     "PrivatePredictionGenerator": "hf_dpsynth.generation.private_prediction",
     "SparseVectorGate": "hf_dpsynth.generation.private_prediction",
     "private_prediction_rho": "hf_dpsynth.generation.private_prediction",

@@ -251,16 +251,16 @@ def _run_locked(recipe: Recipe, out: Path, *, progress: bool, log: Callable[[str
     elif not allow_charges:
         raise _refuse_charge("generation" if g.method == "adapter_sampler" or state.done("training") else generator_stage, out)
     elif g.method == "adapter_sampler":
-        from hf_dpsynth.generation import AdapterSampler
+        from hf_dpsynth.generation import AdapterSynthesizer
 
         model = _train(recipe, out, state, model, tok, prepared, ledger, summary_reused, log, reuse)
         if stop_after == "training":
             log(f"adapter: {out / 'adapter'} (ε spent so far {ledger.epsilon_spent():.4g})")
             return None
         log("[4] sampling the DP adapter (post-processing)")
-        sampler = AdapterSampler(model, tok, codec=codec, conditioning=labels, batch_size=g.batch_size,
-                                 max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
-                                 guided=g.guided)
+        sampler = AdapterSynthesizer(model, tok, codec=codec, conditioning=labels, batch_size=g.batch_size,
+                                     max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
+                                     guided=g.guided)
         synthetic = sampler.generate(g.num_records, seed=0, progress=progress)
         save_synthetic(synthetic, synthetic_path)
         record_output(synthetic_path, ledger, ["training", *label_stages])
@@ -454,7 +454,7 @@ def _public_only(recipe, out, state, codec, labels, num_records, progress, log, 
     charged (then the baseline is named after it, not "public-only"); the base model never sees a
     private record.
     """
-    from hf_dpsynth.generation import AdapterSampler
+    from hf_dpsynth.generation import AdapterSynthesizer
 
     path = out / "public_only"
     if path.is_dir() and state.done("public_only"):
@@ -464,8 +464,8 @@ def _public_only(recipe, out, state, codec, labels, num_records, progress, log, 
         + (" (labels drawn from the DP label distribution)" if label_stages else " (ε = 0)"))
     model, tok = load_recipe_model(recipe)
     g = recipe.generation
-    sampler = AdapterSampler(model, tok, codec=codec, conditioning=labels, batch_size=g.batch_size,
-                             max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p)
+    sampler = AdapterSynthesizer(model, tok, codec=codec, conditioning=labels, batch_size=g.batch_size,
+                                 max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p)
     public = sampler.generate(num_records, seed=1, progress=progress)
     save_synthetic(public, path)
     record_output(path, ledger, label_stages)

@@ -31,7 +31,7 @@ from hf_dpsynth.errors import (
     PrivacyUnitMismatchError,
 )
 from hf_dpsynth.generation import (
-    AdapterSampler,
+    AdapterSynthesizer,
     GeneratedText,
     LockstepContexts,
     PrivatePredictionGenerator,
@@ -85,7 +85,7 @@ def make_sampler(tiny, **overrides):
     model, tok = tiny
     kwargs = dict(codec=CODEC, conditioning={"label": {"ham": 3.0, "spam": 1.0}}, max_new_tokens=6, batch_size=3)
     kwargs.update(overrides)
-    return AdapterSampler(model, tok, **kwargs)
+    return AdapterSynthesizer(model, tok, **kwargs)
 
 
 # ------------------------------------------------------------------------------------ the contract
@@ -445,7 +445,7 @@ def test_bad_input_is_refused_before_anything_runs(tiny):
         make_pp(tiny).generate(6)
     big_tok_model, _ = tiny_causal_lm(vocab_size=300)
     with pytest.raises(DPConfigError, match="do not belong together"):
-        AdapterSampler(big_tok_model, tok, codec=CODEC, conditioning={"label": {"ham": 1, "spam": 1}})
+        AdapterSynthesizer(big_tok_model, tok, codec=CODEC, conditioning={"label": {"ham": 1, "spam": 1}})
     empty = DPHistogram("label", ("ham", "spam"), (-3.0, -1.0), (0.0, 0.0), (0.5, 0.5))
     with pytest.raises(DPConfigError, match="empty"):
         make_sampler(tiny, conditioning=empty)
@@ -487,8 +487,8 @@ def test_both_generators_on_the_default_model():
                                     batches_per_label={"ham": 1, "spam": 1}, clip=1.0, max_private_tokens=8)
     info = generation_info(pp.generate(seed=0, progress=False))
     assert info["num_generated"] == 2 and info["private_tokens_max_used"] <= 8
-    sampler = AdapterSampler(model, tok, codec=CODEC, conditioning={"label": {"ham": 1.0, "spam": 1.0}},
-                             max_new_tokens=12, batch_size=4)
+    sampler = AdapterSynthesizer(model, tok, codec=CODEC, conditioning={"label": {"ham": 1.0, "spam": 1.0}},
+                                 max_new_tokens=12, batch_size=4)
     out = sampler.generate(4, seed=0, progress=False)
     assert generation_info(out)["num_generated"] == 4 and len(out) >= 1
 
