@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from hf_dpsynth import PrivacyLedger  # noqa: E402
-from hf_dpsynth.data import TextCodec  # noqa: E402
-from hf_dpsynth.generation import AdapterSynthesizer, LockstepContexts, PrivatePredictionGenerator  # noqa: E402
-from hf_dpsynth.generation.base import prompt_ids  # noqa: E402
-from hf_dpsynth.generation.private_prediction import aggregate_logits  # noqa: E402
+from hf_dpsynth.data import TextCodec, prepare_dataset  # noqa: E402
+from hf_dpsynth.data.tokenize import prompt_ids  # noqa: E402
+from hf_dpsynth.generation import AdapterSynthesizer, LockstepContexts, PrivatePredictionSynthesizer  # noqa: E402
+from hf_dpsynth.generation.private_prediction.mechanism import aggregate_logits  # noqa: E402
 from hf_dpsynth.resources import load_sms_spam  # noqa: E402
 
 CODEC = TextCodec(conditions={"label": ["ham", "spam"]})
@@ -118,8 +118,8 @@ def bench_sampler(model, tok, args):
 def bench_private_prediction(model, tok, args):
     messages = [r["text"] for r in load_sms_spam("train").select(range(args.contexts))]
     ledger = PrivacyLedger(epsilon=8.0, delta=1e-5, accountant="rdp")
-    gen = PrivatePredictionGenerator(
-        model, tok, load_sms_spam("train").select(range(args.contexts)), codec=CODEC, ledger=ledger,
+    gen = PrivatePredictionSynthesizer(
+        model, tok, prepare_dataset(load_sms_spam("train").select(range(args.contexts)), CODEC), codec=CODEC, ledger=ledger,
         expected_batch_size=args.contexts, batches_per_label={"ham": 1, "spam": 0}, max_private_tokens=args.private_tokens,
     )
     prompts = [gen._prompt(gen.instruction.format(example=CODEC.encode({"label": "ham", "text": m})), "label: ham\n") for m in messages]

@@ -2,7 +2,7 @@
 
 * :class:`AdapterSynthesizer` — samples the DP-fine-tuned model with prompts conditioned on DP
   statistics (post-processing: no budget).
-* :class:`PrivatePredictionGenerator` — private prediction with a base model, no fine-tuning
+* :class:`PrivatePredictionSynthesizer` — private prediction with a base model, no fine-tuning
   (zCDP, charged once before generation).
 """
 
@@ -16,9 +16,9 @@ _LAZY = {
     "build_dataset": "hf_dpsynth.generation.base",
     "generation_info": "hf_dpsynth.generation.base",
     "AdapterSynthesizer": "hf_dpsynth.generation.adapter_sampler.synthesizer",
-    "PrivatePredictionGenerator": "hf_dpsynth.generation.private_prediction",
-    "SparseVectorGate": "hf_dpsynth.generation.private_prediction",
-    "private_prediction_rho": "hf_dpsynth.generation.private_prediction",
+    "PrivatePredictionSynthesizer": "hf_dpsynth.generation.private_prediction.synthesizer",
+    "SparseVectorGate": "hf_dpsynth.generation.private_prediction.mechanism",
+    "private_prediction_rho": "hf_dpsynth.generation.private_prediction.mechanism",
     "LockstepContexts": "hf_dpsynth.generation.contexts",
 }
 __all__ = sorted(_LAZY)

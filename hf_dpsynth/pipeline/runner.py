@@ -266,11 +266,11 @@ def _run_locked(recipe: Recipe, out: Path, *, progress: bool, log: Callable[[str
         record_output(synthetic_path, ledger, ["training", *label_stages])
         state.mark("generation", "done")
     else:
-        from hf_dpsynth.generation import PrivatePredictionGenerator, SparseVectorGate
+        from hf_dpsynth.generation import PrivatePredictionSynthesizer, SparseVectorGate
 
         log("[3] private prediction (charged once, before generation)")
         counts = labels if labels is not None else None
-        pp = PrivatePredictionGenerator(
+        pp = PrivatePredictionSynthesizer(
             model, tok, prepared, codec=codec, ledger=ledger, expected_batch_size=g.expected_batch_size,
             label_counts=counts, batches_per_label=None if counts is not None else (n // g.expected_batch_size),
             clip=g.clip, temperature=g.pp_temperature, max_private_tokens=g.max_private_tokens,
