@@ -4,7 +4,7 @@
         [--records 32] [--batch 16] [--new-tokens 32] [--contexts 31] [--private-tokens 16] [--repeats 2]
 
 1. Adapter sampling (default model + a fresh LoRA adapter, as after DP fine-tuning): records per
-   second of ``AdapterSampler.generate`` (prompting, generation, parsing, dataset) vs plain
+   second of ``AdapterSynthesizer.generate`` (prompting, generation, parsing, dataset) vs plain
    ``model.generate`` on the same prompts at the same batch size (ratio ≥ 1.0 means no overhead
    beyond noise), then the sampler at 4× the batch size, and plain ``generate`` with a static cache.
 2. Private prediction with s contexts (real SMS messages in the chat prompt): seconds per private
@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from hf_dpsynth import PrivacyLedger  # noqa: E402
-from hf_dpsynth.data import TextCodec  # noqa: E402
-from hf_dpsynth.generation import AdapterSampler, LockstepContexts, PrivatePredictionGenerator  # noqa: E402
-from hf_dpsynth.generation.base import prompt_ids  # noqa: E402
-from hf_dpsynth.generation.private_prediction import aggregate_logits  # noqa: E402
+from hf_dpsynth.data import TextCodec, prepare_dataset  # noqa: E402
+from hf_dpsynth.data.tokenize import prompt_ids  # noqa: E402
+from hf_dpsynth.generation import AdapterSynthesizer, LockstepContexts, PrivatePredictionSynthesizer  # noqa: E402
+from hf_dpsynth.generation.private_prediction.mechanism import aggregate_logits  # noqa: E402
 from hf_dpsynth.resources import load_sms_spam  # noqa: E402
 
 CODEC = TextCodec(conditions={"label": ["ham", "spam"]})
@@ -64,7 +64,7 @@ def load(args):
 
 
 def bench_sampler(model, tok, args):
-    sampler = AdapterSampler(
+    sampler = AdapterSynthesizer(
         model, tok, codec=CODEC, conditioning={"label": {"ham": 0.87, "spam": 0.13}},
         batch_size=args.batch, max_new_tokens=args.new_tokens, deduplicate=False,
     )
@@ -110,16 +110,16 @@ def bench_sampler(model, tok, args):
     n = args.records
     print(f"adapter sampling, {n} records x {args.new_tokens} new tokens, batch {args.batch}:")
     print(f"  plain model.generate         {n / t_plain:7.2f} rec/s  {n * args.new_tokens / t_plain:8.1f} tok/s")
-    print(f"  AdapterSampler               {n / t_ours:7.2f} rec/s  ratio vs plain {t_plain / t_ours:.2f} (target >= 1.0 within noise)")
-    print(f"  AdapterSampler, batch {4 * args.batch:<4}    {n / t_big:7.2f} rec/s  ratio vs plain {t_plain / t_big:.2f}")
+    print(f"  AdapterSynthesizer           {n / t_ours:7.2f} rec/s  ratio vs plain {t_plain / t_ours:.2f} (target >= 1.0 within noise)")
+    print(f"  AdapterSynthesizer, batch {4 * args.batch:<4}{n / t_big:7.2f} rec/s  ratio vs plain {t_plain / t_big:.2f}")
     print(f"  plain generate, static cache {n / t_static:7.2f} rec/s  ratio vs plain {t_plain / t_static:.2f}")
 
 
 def bench_private_prediction(model, tok, args):
     messages = [r["text"] for r in load_sms_spam("train").select(range(args.contexts))]
     ledger = PrivacyLedger(epsilon=8.0, delta=1e-5, accountant="rdp")
-    gen = PrivatePredictionGenerator(
-        model, tok, load_sms_spam("train").select(range(args.contexts)), codec=CODEC, ledger=ledger,
+    gen = PrivatePredictionSynthesizer(
+        model, tok, prepare_dataset(load_sms_spam("train").select(range(args.contexts)), CODEC), codec=CODEC, ledger=ledger,
         expected_batch_size=args.contexts, batches_per_label={"ham": 1, "spam": 0}, max_private_tokens=args.private_tokens,
     )
     prompts = [gen._prompt(gen.instruction.format(example=CODEC.encode({"label": "ham", "text": m})), "label: ham\n") for m in messages]

@@ -15,15 +15,21 @@ _LAZY = {
     "PrivacyLedger": "hf_dpsynth.privacy",
     "calibrate_noise_multiplier": "hf_dpsynth.privacy",
     "load_model_and_tokenizer": "hf_dpsynth.models",
-    "tiny_causal_lm": "hf_dpsynth.models",
     "DPSynthConfig": "hf_dpsynth.training",
     "DPSynthTrainer": "hf_dpsynth.training",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "__version__",
+    "PrivacyLedger",
+    "calibrate_noise_multiplier",
+    "load_model_and_tokenizer",
+    "DPSynthConfig",
+    "DPSynthTrainer",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hf_dpsynth.models import load_model_and_tokenizer, tiny_causal_lm
+    from hf_dpsynth.models import load_model_and_tokenizer
     from hf_dpsynth.privacy import PrivacyLedger, calibrate_noise_multiplier
     from hf_dpsynth.training import DPSynthConfig, DPSynthTrainer
 

@@ -28,7 +28,7 @@ FLOORS = {
 MAX_LINES = 500
 OVERSIZE: set[str] = {
     "hf_dpsynth/hub/cards.py", "hf_dpsynth/training/trainer.py", "hf_dpsynth/privacy/ledger.py",
-    "hf_dpsynth/generation/private_prediction.py", "hf_dpsynth/evaluation/report.py",
+    "hf_dpsynth/evaluation/report.py",
 }
 
 

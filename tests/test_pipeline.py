@@ -99,7 +99,7 @@ def test_a_crashed_run_resumes_without_charging_a_finished_stage_twice(tmp_path,
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash during generation")
 
-    monkeypatch.setattr(adapter_sampler.AdapterSampler, "generate", crash)
+    monkeypatch.setattr(adapter_sampler.AdapterSynthesizer, "generate", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
     charged = PrivacyLedger.load(out / "privacy_ledger.json")

@@ -12,6 +12,8 @@ The 30-second path::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hf_dpsynth._lazy import lazy_exports
 
 _LAZY = {
@@ -44,6 +46,64 @@ _LAZY = {
     "load_sms_spam_collection": "hf_dpsynth.data.sources",
     "load_uci_adult": "hf_dpsynth.data.sources",
 }
-__all__ = sorted(_LAZY)
+__all__ = [
+    "CategoricalColumn",
+    "Codec",
+    "DPHistogram",
+    "DPHistogramRelease",
+    "FloatColumn",
+    "ImageCodec",
+    "IntegerColumn",
+    "PIIScrubber",
+    "PII_TYPES",
+    "ParseResult",
+    "PreparationReport",
+    "PreparedDataset",
+    "ScrubResult",
+    "TabularCodec",
+    "TabularSchema",
+    "TextCodec",
+    "adult_schema",
+    "bound_contributions",
+    "downsample",
+    "dp_category_histograms",
+    "dp_histograms",
+    "dp_label_histogram",
+    "histogram_sensitivity",
+    "load_digits_images",
+    "load_records",
+    "load_sms_spam_collection",
+    "load_uci_adult",
+    "prepare_dataset",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hf_dpsynth.data.codecs import Codec, ParseResult, TextCodec
+    from hf_dpsynth.data.image import ImageCodec, downsample
+    from hf_dpsynth.data.loading import load_records
+    from hf_dpsynth.data.pii import PII_TYPES, PIIScrubber, ScrubResult
+    from hf_dpsynth.data.prepare import PreparationReport, PreparedDataset, prepare_dataset
+    from hf_dpsynth.data.sources import (
+        adult_schema,
+        load_digits_images,
+        load_sms_spam_collection,
+        load_uci_adult,
+    )
+    from hf_dpsynth.data.statistics import (
+        DPHistogram,
+        DPHistogramRelease,
+        dp_category_histograms,
+        dp_histograms,
+        dp_label_histogram,
+        histogram_sensitivity,
+    )
+    from hf_dpsynth.data.tabular import (
+        CategoricalColumn,
+        FloatColumn,
+        IntegerColumn,
+        TabularCodec,
+        TabularSchema,
+    )
+    from hf_dpsynth.data.units import bound_contributions
 
 __getattr__, __dir__ = lazy_exports("hf_dpsynth.data", _LAZY)

@@ -7,6 +7,8 @@ export never contains an owner-only value.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hf_dpsynth._lazy import lazy_exports
 
 _LAZY = {
@@ -37,6 +39,63 @@ _LAZY = {
     "image_feature_frechet": "hf_dpsynth.evaluation.image",
     "tstr_image": "hf_dpsynth.evaluation.image",
 }
-__all__ = sorted(_LAZY)
+__all__ = [
+    "ClassificationResult",
+    "CorrelationDifference",
+    "EvaluationResult",
+    "ImageEvaluation",
+    "MarginalTVD",
+    "Metric",
+    "Report",
+    "TabularEvaluation",
+    "TextEvaluation",
+    "add_privacy_utility_curve",
+    "correlation_difference",
+    "distinct_n",
+    "embed_texts",
+    "evaluate",
+    "evaluate_images",
+    "evaluate_tabular",
+    "evaluate_text",
+    "fit_image_classifier",
+    "frechet_distance",
+    "image_feature_frechet",
+    "invalid_rate",
+    "knn_precision_recall",
+    "marginal_tvd",
+    "tstr_image",
+    "tstr_tabular",
+    "tstr_text",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hf_dpsynth.evaluation.embeddings import embed_texts, frechet_distance, knn_precision_recall
+    from hf_dpsynth.evaluation.evaluator import EvaluationResult, add_privacy_utility_curve, evaluate
+    from hf_dpsynth.evaluation.image import (
+        ImageEvaluation,
+        evaluate_images,
+        fit_image_classifier,
+        image_feature_frechet,
+        tstr_image,
+    )
+    from hf_dpsynth.evaluation.metric import Metric
+    from hf_dpsynth.evaluation.report import Report
+    from hf_dpsynth.evaluation.tabular import (
+        CorrelationDifference,
+        MarginalTVD,
+        TabularEvaluation,
+        correlation_difference,
+        evaluate_tabular,
+        marginal_tvd,
+        tstr_tabular,
+    )
+    from hf_dpsynth.evaluation.text import (
+        ClassificationResult,
+        TextEvaluation,
+        distinct_n,
+        evaluate_text,
+        invalid_rate,
+        tstr_text,
+    )
 
 __getattr__, __dir__ = lazy_exports("hf_dpsynth.evaluation", _LAZY)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from hf_dpsynth.data.codecs import Codec
-from hf_dpsynth.errors import InvalidRecord
+from hf_dpsynth.errors import DPConfigError, InvalidRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import dp_accounting
@@ -146,3 +146,14 @@ def check_positive_int(name: str, value: Any) -> int:
 def condition_label(conditions: Mapping[str, str]) -> str:
     """The provenance string of a condition, e.g. ``"label=spam"`` (empty without conditions)."""
     return ",".join(f"{k}={v}" for k, v in conditions.items())
+
+
+def check_tokenizer_matches(model: Any, tokenizer: Any) -> None:
+    """A clear error when the tokenizer's ids do not fit the model's embedding table."""
+    embeddings = model.get_input_embeddings()
+    size = getattr(embeddings, "num_embeddings", None)
+    if size is not None and len(tokenizer) > size:
+        raise DPConfigError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's embedding table only {size}: they do "
+            "not belong together. Load the tokenizer that was saved with the model."
+        )

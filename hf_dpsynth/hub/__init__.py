@@ -8,6 +8,8 @@ off), and no checkpoint, RNG state or secret seed in the folder.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hf_dpsynth._lazy import lazy_exports
 
 _LAZY = {
@@ -33,6 +35,51 @@ _LAZY = {
     "push_synthetic_dataset": "hf_dpsynth.hub.publish",
     "check_repo_id": "hf_dpsynth.hub.repo",
 }
-__all__ = sorted(_LAZY)
+__all__ = [
+    "CANARY_OWNER_CHECK",
+    "GateReport",
+    "PushResult",
+    "VERBATIM_OWNER_CHECK",
+    "check_card",
+    "check_folder",
+    "check_release",
+    "check_repo_id",
+    "dp_block",
+    "dp_block_schema",
+    "find_verbatim",
+    "push_adapter",
+    "push_synthetic_dataset",
+    "push_trainer_adapter",
+    "read_dp_block",
+    "refuted_audit_statement",
+    "render_adapter_card",
+    "render_dataset_card",
+    "trainer_adapter_card",
+    "validate_card",
+    "write_trainer_adapter_card",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hf_dpsynth.hub.adapter import push_trainer_adapter, trainer_adapter_card, write_trainer_adapter_card
+    from hf_dpsynth.hub.cards import (
+        dp_block,
+        dp_block_schema,
+        read_dp_block,
+        refuted_audit_statement,
+        render_adapter_card,
+        render_dataset_card,
+        validate_card,
+    )
+    from hf_dpsynth.hub.gates import (
+        CANARY_OWNER_CHECK,
+        VERBATIM_OWNER_CHECK,
+        GateReport,
+        check_card,
+        check_folder,
+        check_release,
+        find_verbatim,
+    )
+    from hf_dpsynth.hub.publish import PushResult, push_adapter, push_synthetic_dataset
+    from hf_dpsynth.hub.repo import check_repo_id
 
 __getattr__, __dir__ = lazy_exports("hf_dpsynth.hub", _LAZY)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hf_dpsynth._lazy import lazy_exports
 
 _LAZY = {
@@ -10,6 +12,11 @@ _LAZY = {
     "RunSummary": "hf_dpsynth.pipeline.context",
     "run_recipe": "hf_dpsynth.pipeline.runner",
 }
-__all__ = sorted(_LAZY)
+__all__ = ["Recipe", "RunSummary", "load_recipe", "run_recipe"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hf_dpsynth.pipeline.recipe import Recipe, load_recipe
+    from hf_dpsynth.pipeline.context import RunSummary
+    from hf_dpsynth.pipeline.runner import run_recipe
 
 __getattr__, __dir__ = lazy_exports("hf_dpsynth.pipeline", _LAZY)

@@ -95,7 +95,7 @@ class GenerationSection:
     max_new_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 0.95
-    guided: bool | None = None  # schema-guided decoding (None: on for tabular rows, see AdapterSampler)
+    guided: bool | None = None  # schema-guided decoding (None: on for tabular rows, see AdapterSynthesizer)
     # private prediction
     expected_batch_size: int = 31
     clip: float = 10.0

@@ -50,7 +50,7 @@ def _public_baseline(ctx: RunContext) -> None:
     charged (then the baseline is named after it, not "public-only"); the base model never sees a
     private record.
     """
-    from hf_dpsynth.generation import AdapterSampler
+    from hf_dpsynth.generation import AdapterSynthesizer
 
     path, g = ctx.folder.public_only, ctx.recipe.generation
     key = public_baseline_setting(ctx.ledger, ctx.label_stages)
@@ -61,7 +61,7 @@ def _public_baseline(ctx: RunContext) -> None:
     ctx.log("    the base model, no private record"
             + (" (labels drawn from the DP label distribution)" if ctx.label_stages else " (ε = 0)"))
     model, tok = ctx.model_and_tokenizer()
-    sampler = AdapterSampler(model, tok, codec=ctx.codec, conditioning=ctx.labels, batch_size=g.batch_size,
+    sampler = AdapterSynthesizer(model, tok, codec=ctx.codec, conditioning=ctx.labels, batch_size=g.batch_size,
                              max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p)
     public = sampler.generate(len(ctx.synthetic) or g.num_records, seed=1, progress=ctx.progress)
     save_synthetic(public, path)

@@ -187,10 +187,10 @@ def _generation(ctx: RunContext) -> None:
     elif not ctx.allow_charges:
         raise ctx.refuse_charge("generation" if g.method == "adapter_sampler" else stage)
     elif g.method == "adapter_sampler":
-        from hf_dpsynth.generation import AdapterSampler
+        from hf_dpsynth.generation import AdapterSynthesizer
 
         _, tok = ctx.model_and_tokenizer()
-        sampler = AdapterSampler(ctx.adapter_model, tok, codec=ctx.codec, conditioning=ctx.labels,
+        sampler = AdapterSynthesizer(ctx.adapter_model, tok, codec=ctx.codec, conditioning=ctx.labels,
                                  batch_size=g.batch_size, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
                                  top_p=g.top_p, guided=g.guided)
         ctx.synthetic = sampler.generate(g.num_records, seed=0, progress=ctx.progress)
@@ -198,11 +198,11 @@ def _generation(ctx: RunContext) -> None:
         record_output(path, ctx.ledger, ["training", *ctx.label_stages])
         ctx.state.mark("generation", "done")
     else:
-        from hf_dpsynth.generation import PrivatePredictionGenerator, SparseVectorGate
+        from hf_dpsynth.generation import PrivatePredictionSynthesizer, SparseVectorGate
 
         model, tok = ctx.model_and_tokenizer()
         counts, n = ctx.labels, ctx.prepared.num_units
-        pp = PrivatePredictionGenerator(
+        pp = PrivatePredictionSynthesizer(
             model, tok, ctx.prepared, codec=ctx.codec, ledger=ctx.ledger, expected_batch_size=g.expected_batch_size,
             label_counts=counts, batches_per_label=None if counts is not None else (n // g.expected_batch_size),
             clip=g.clip, temperature=g.pp_temperature, max_private_tokens=g.max_private_tokens,

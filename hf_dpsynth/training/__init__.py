@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hf_dpsynth._lazy import lazy_exports
 
 _LAZY = {
@@ -10,6 +12,10 @@ _LAZY = {
     "DPTrainingPlan": "hf_dpsynth.training.trainer",
     "TrainingPrivacyReport": "hf_dpsynth.training.trainer",
 }
-__all__ = list(_LAZY)
+__all__ = ["DPSynthConfig", "DPSynthTrainer", "DPTrainingPlan", "TrainingPrivacyReport"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hf_dpsynth.training.config import DPSynthConfig
+    from hf_dpsynth.training.trainer import DPSynthTrainer, DPTrainingPlan, TrainingPrivacyReport
 
 __getattr__, __dir__ = lazy_exports("hf_dpsynth.training", _LAZY)

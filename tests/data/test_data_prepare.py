@@ -403,7 +403,7 @@ def test_text_preparation_is_one_stable():
 def test_private_prediction_batches_differ_in_one_member_after_removing_one_record():
     """Row 30: private prediction's batch key is the prepared text, so it must be 1-stable too."""
     from hf_dpsynth import PrivacyLedger
-    from hf_dpsynth.generation import PrivatePredictionGenerator
+    from hf_dpsynth.generation import PrivatePredictionSynthesizer
     from hf_dpsynth.models import tiny_causal_lm
 
     model, tok = tiny_causal_lm(seed=3)
@@ -413,7 +413,7 @@ def test_private_prediction_batches_differ_in_one_member_after_removing_one_reco
     def members(d):
         ledger = PrivacyLedger(epsilon=8.0, delta=1e-5, accountant="rdp")
         ledger.plan({"private_prediction": 1.0})
-        gen = PrivatePredictionGenerator(
+        gen = PrivatePredictionSynthesizer(
             model, tok, prepare_dataset(Dataset.from_dict(d), codec), codec=codec, ledger=ledger,
             expected_batch_size=2, batches_per_label={"ham": 3, "spam": 2}, clip=1.0, max_private_tokens=2,
         )

@@ -19,6 +19,7 @@ from hf_dpsynth.data import (
     IntegerColumn,
     TabularCodec,
     TabularSchema,
+    PreparedDataset,
     TextCodec,
     dp_label_histogram,
     prepare_dataset,
@@ -31,18 +32,18 @@ from hf_dpsynth.errors import (
     PrivacyUnitMismatchError,
 )
 from hf_dpsynth.generation import (
-    AdapterSampler,
+    AdapterSynthesizer,
     GeneratedText,
     LockstepContexts,
-    PrivatePredictionGenerator,
+    PrivatePredictionSynthesizer,
     SparseVectorGate,
     build_dataset,
     generation_info,
     private_prediction_rho,
 )
-from hf_dpsynth.generation import private_prediction as pp_module
 from hf_dpsynth.generation.contexts import recompute_last_logits
-from hf_dpsynth.generation.private_prediction import aggregate_logits, batch_of, clip_logits, svt_statistic
+from hf_dpsynth.generation.private_prediction.batching import batch_of
+from hf_dpsynth.generation.private_prediction.mechanism import aggregate_logits, clip_logits, svt_statistic
 from hf_dpsynth.models import tiny_causal_lm
 
 LABELS = {"label": ["ham", "spam"]}
@@ -71,21 +72,26 @@ def tiny():
     return model, tok
 
 
-def make_pp(tiny, data=None, ledger=None, **overrides):
+def make_pp(tiny, data=None, ledger=None, user_id_column=None, **overrides):
     model, tok = tiny
     kwargs = dict(
         codec=CODEC, ledger=ledger or rdp_ledger(), expected_batch_size=4,
         batches_per_label={"ham": 3, "spam": 2}, clip=2.0, temperature=2.0, max_private_tokens=6,
     )
     kwargs.update(overrides)
-    return PrivatePredictionGenerator(model, tok, data if data is not None else private_data(), **kwargs)
+    data = data if data is not None else private_data()
+    if not isinstance(data, PreparedDataset):  # the generator takes prepared data only
+        unit = {} if user_id_column is None else dict(privacy_unit="user", user_id_column=user_id_column,
+                                                       max_examples_per_user=1)
+        data = prepare_dataset(data, kwargs["codec"], **unit)
+    return PrivatePredictionSynthesizer(model, tok, data, **kwargs)
 
 
 def make_sampler(tiny, **overrides):
     model, tok = tiny
     kwargs = dict(codec=CODEC, conditioning={"label": {"ham": 3.0, "spam": 1.0}}, max_new_tokens=6, batch_size=3)
     kwargs.update(overrides)
-    return AdapterSampler(model, tok, **kwargs)
+    return AdapterSynthesizer(model, tok, **kwargs)
 
 
 # ------------------------------------------------------------------------------------ the contract
@@ -191,14 +197,14 @@ def test_spread_bound_is_reached():
 def _record_samples(monkeypatch):
     """Record (scores, mask, token) of every token private prediction samples."""
     recorded = []
-    original = pp_module.PrivatePredictionGenerator._sample
+    original = PrivatePredictionSynthesizer._sample
 
     def spy(scores, mask, generator):
         token = original(scores, mask, generator)
         recorded.append((scores.clone(), None if mask is None else mask.clone(), token))
         return token
 
-    monkeypatch.setattr(pp_module.PrivatePredictionGenerator, "_sample", staticmethod(spy))
+    monkeypatch.setattr(PrivatePredictionSynthesizer, "_sample", staticmethod(spy))
     return recorded
 
 
@@ -413,9 +419,13 @@ def test_prepared_data_with_a_prompt_template_batches_by_the_source_labels(tiny)
         make_pp(tiny, data=bare, codec=other)
 
 
-def test_raw_rows_that_do_not_fit_are_named_without_their_value(tiny):
+def test_raw_records_are_prepared_first_and_rows_that_do_not_fit_are_named_without_their_value(tiny):
+    model, tok = tiny
     data = Dataset.from_dict({"label": ["ham", "topsecretlabel"], "text": ["a", "b"]})
-    with pytest.raises(DatasetError, match=r"Row 1 of the private data \(column 'label'\) does not fit the codec") as info:
+    with pytest.raises(DPConfigError, match="must be a PreparedDataset.*prepare_dataset"):  # one way in
+        PrivatePredictionSynthesizer(model, tok, data, codec=CODEC, ledger=rdp_ledger(), expected_batch_size=4,
+                                     batches_per_label={"ham": 1, "spam": 1})
+    with pytest.raises(DatasetError, match=r"Row 1 \(column 'label'\) does not fit the codec") as info:
         make_pp(tiny, data=data, batches_per_label={"ham": 1, "spam": 1})
     assert "topsecretlabel" not in str(info.value)
 
@@ -445,7 +455,7 @@ def test_bad_input_is_refused_before_anything_runs(tiny):
         make_pp(tiny).generate(6)
     big_tok_model, _ = tiny_causal_lm(vocab_size=300)
     with pytest.raises(DPConfigError, match="do not belong together"):
-        AdapterSampler(big_tok_model, tok, codec=CODEC, conditioning={"label": {"ham": 1, "spam": 1}})
+        AdapterSynthesizer(big_tok_model, tok, codec=CODEC, conditioning={"label": {"ham": 1, "spam": 1}})
     empty = DPHistogram("label", ("ham", "spam"), (-3.0, -1.0), (0.0, 0.0), (0.5, 0.5))
     with pytest.raises(DPConfigError, match="empty"):
         make_sampler(tiny, conditioning=empty)
@@ -483,12 +493,13 @@ def test_both_generators_on_the_default_model():
     model, tok = load_model_and_tokenizer()
     data = load_sms_spam("train").select(range(16))
     ledger = rdp_ledger(epsilon=16.0)
-    pp = PrivatePredictionGenerator(model, tok, data, codec=CODEC, ledger=ledger, expected_batch_size=4,
-                                    batches_per_label={"ham": 1, "spam": 1}, clip=1.0, max_private_tokens=8)
+    pp = PrivatePredictionSynthesizer(model, tok, prepare_dataset(data, CODEC), codec=CODEC, ledger=ledger,
+                                      expected_batch_size=4,
+                                      batches_per_label={"ham": 1, "spam": 1}, clip=1.0, max_private_tokens=8)
     info = generation_info(pp.generate(seed=0, progress=False))
     assert info["num_generated"] == 2 and info["private_tokens_max_used"] <= 8
-    sampler = AdapterSampler(model, tok, codec=CODEC, conditioning={"label": {"ham": 1.0, "spam": 1.0}},
-                             max_new_tokens=12, batch_size=4)
+    sampler = AdapterSynthesizer(model, tok, codec=CODEC, conditioning={"label": {"ham": 1.0, "spam": 1.0}},
+                                 max_new_tokens=12, batch_size=4)
     out = sampler.generate(4, seed=0, progress=False)
     assert generation_info(out)["num_generated"] == 4 and len(out) >= 1
 

@@ -11,7 +11,7 @@ import torch
 from hf_dpsynth.data import TabularCodec, TabularSchema, TextCodec
 from hf_dpsynth.data.tabular import CategoricalColumn, FloatColumn, IntegerColumn
 from hf_dpsynth.errors import DPConfigError
-from hf_dpsynth.generation import AdapterSampler, generation_info
+from hf_dpsynth.generation import AdapterSynthesizer, generation_info
 from hf_dpsynth.generation.guided import SchemaGuidedDecoder, _feasible
 from hf_dpsynth.models import tiny_causal_lm
 
@@ -100,7 +100,7 @@ def test_every_guided_row_parses_and_wide_integers_stay_in_bounds(model_and_tok)
 
 def test_the_sampler_guides_tabular_rows_by_default_and_says_so(model_and_tok):
     model, tok = model_and_tok
-    sampler = AdapterSampler(model, tok, codec=TabularCodec(SCHEMA), batch_size=8)
+    sampler = AdapterSynthesizer(model, tok, codec=TabularCodec(SCHEMA), batch_size=8)
     data = sampler.generate(8, seed=0, progress=False)
     info = generation_info(data)
     assert info["num_valid"] + info["num_duplicates_dropped"] == 8 and info["num_invalid"] == 0
@@ -112,10 +112,10 @@ def test_the_sampler_guides_tabular_rows_by_default_and_says_so(model_and_tok):
 def test_guided_decoding_where_it_cannot_apply(model_and_tok):
     model, tok = model_and_tok
     with pytest.raises(DPConfigError, match="TabularCodec"):
-        AdapterSampler(model, tok, codec=TextCodec(conditions={"label": ["ham", "spam"]}),
-                       conditioning={"label": {"ham": 1, "spam": 1}}, guided=True)
+        AdapterSynthesizer(model, tok, codec=TextCodec(conditions={"label": ["ham", "spam"]}),
+                           conditioning={"label": {"ham": 1, "spam": 1}}, guided=True)
     wide = TabularCodec(TabularSchema([FloatColumn("x", 0.0, 1000.0, precision=2)]))
     with pytest.raises(DPConfigError, match="cannot write column 'x'"):
-        AdapterSampler(model, tok, codec=wide, guided=True)
-    sampler = AdapterSampler(model, tok, codec=wide)  # the default falls back to free sampling, on the record
+        AdapterSynthesizer(model, tok, codec=wide, guided=True)
+    sampler = AdapterSynthesizer(model, tok, codec=wide)  # the default falls back to free sampling, on the record
     assert sampler.guided is None and sampler.decoding["guided"].startswith("no: free sampling")

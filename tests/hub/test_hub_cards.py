@@ -150,7 +150,7 @@ GENERATION = {
     "generator": "adapter_sampler", "num_generated": 5200, "num_valid": 5000, "num_invalid": 150,
     "invalid_kinds": {"unknown_category": 150}, "num_duplicates_dropped": 50, "codec": CODEC,
     "privacy": "post-processing of DP outputs (the adapter and the conditioning histograms); no budget spent",
-    "decoding": {"temperature": 1.0, "top_p": 0.95}, "seed": 12345,  # as AdapterSampler records it
+    "decoding": {"temperature": 1.0, "top_p": 0.95}, "seed": 12345,  # as AdapterSynthesizer records it
 }
 SHARED_METRICS = [
     Metric("TSTR accuracy (TF-IDF + logistic regression)", 0.91234, True, "downstream utility", "ε = 3"),

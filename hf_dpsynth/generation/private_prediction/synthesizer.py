@@ -1,11 +1,11 @@
-"""Private prediction without fine-tuning (Amin et al., Findings of EMNLP 2024; ALGORITHMS.md §3).
+"""Private prediction's generator (:class:`PrivatePredictionSynthesizer`): a base model prompted
+with private records, no fine-tuning (Amin et al., Findings of EMNLP 2024; ALGORITHMS.md §3).
 
-Each synthetic record is decoded from a *batch* of private records: every record of the batch is
-put in its own prompt, and each next token is sampled from the softmax of the clipped logits
-summed over the batch and divided by the public expected batch size s. Softmax sampling of that
-average is an exponential mechanism; one record moves every coordinate of it by at most c/s.
-An optional sparse-vector gate spends budget only on tokens where the private prompts disagree
-with a public prompt; the others come from the public prompt for free.
+Each synthetic record is decoded from a *batch* of private records (:mod:`.batching`): every record
+of the batch is put in its own prompt, and each next token is sampled from the softmax of the
+clipped logits summed over the batch and divided by the public expected batch size s
+(:mod:`.mechanism`). An optional sparse-vector gate spends budget only on tokens where the private
+prompts disagree with a public prompt; the others come from the public prompt for free.
 
 Privacy (zCDP, then (ε, δ) through the ledger's RDP accountant): per batch and per private
 token ½(c/(sτ))², plus 2/(sσ_svt)² with the gate; batches are disjoint (parallel composition),
@@ -14,37 +14,54 @@ planned maximum r_max private tokens per record — never for the tokens actuall
 of batches per label comes from public numbers or an already charged DP histogram, and every batch
 emits exactly one record, so the number and order of outputs never depend on the private data.
 The mechanism's randomness comes from OS entropy and is never written anywhere (a known seed
-would reveal which side of each sampling threshold the private distribution fell).
+would reveal which side of each sampling threshold the private distribution fell). The private
+records come only as a :class:`~hf_dpsynth.data.PreparedDataset` (checked, scrubbed, bounded by
+:func:`~hf_dpsynth.data.prepare_dataset`): there is no second way in.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from hf_dpsynth.data.codecs import Codec
-from hf_dpsynth.data.loading import column_values, load_records
-from hf_dpsynth.data.prepare import PreparedDataset, row_error
+from hf_dpsynth.data.prepare import PreparedDataset
 from hf_dpsynth.data.statistics import DPHistogram
-from hf_dpsynth.data.units import cap_user_rows, group_rows_by_user
 from hf_dpsynth.errors import (
-    DatasetError,
     DPConfigError,
     InvalidPrivacyParameterError,
-    InvalidRecord,
     PrivacyBudgetExceededError,
     PrivacyUnitMismatchError,
 )
-from hf_dpsynth.generation.adapter_sampler import check_tokenizer_matches
-from hf_dpsynth.generation.base import GeneratedText, Synthesizer, build_dataset, check_positive_int
+from hf_dpsynth.generation.base import (
+    GeneratedText,
+    Synthesizer,
+    build_dataset,
+    check_positive_int,
+    check_tokenizer_matches,
+)
 from hf_dpsynth.generation.contexts import LockstepContexts
+from hf_dpsynth.generation.private_prediction.batching import (
+    BatchKey,
+    assign_batches,
+    batch_order,
+    expected_sizes,
+    load_examples,
+    plan_batches,
+)
+from hf_dpsynth.generation.private_prediction.mechanism import (
+    SparseVectorGate,
+    aggregate_logits,
+    private_prediction_rho,
+    public_mask,
+    sample_token,
+    svt_statistic,
+)
 from hf_dpsynth.privacy.calibration import default_delta
 from hf_dpsynth.privacy.events import zcdp_event
 
@@ -54,17 +71,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from hf_dpsynth.privacy.ledger import PrivacyLedger
 
-__all__ = [
-    "PrivatePredictionGenerator",
-    "SparseVectorGate",
-    "aggregate_logits",
-    "clip_logits",
-    "private_prediction_rho",
-    "svt_statistic",
-]
+__all__ = ["DEFAULT_INSTRUCTION", "DEFAULT_PUBLIC_INSTRUCTION", "STAGE", "PrivatePredictionSynthesizer"]
 
 STAGE = "private_prediction"
-_BATCH_SALT = b"hf_dpsynth/private-prediction/batch/v1"
 DEFAULT_INSTRUCTION = (
     "Here is an example record:\n\n{example}\n\nWrite one new, different record in exactly the same format, "
     "on a similar topic and in a similar style. Reply with the record only."
@@ -72,98 +81,15 @@ DEFAULT_INSTRUCTION = (
 DEFAULT_PUBLIC_INSTRUCTION = "Write one new record in the format shown. Reply with the record only."
 
 
-# ------------------------------------------------------------------------------------ the mechanism
-
-
-def clip_logits(logits: torch.Tensor, clip: float) -> torch.Tensor:
-    """``max(−c, z − max z + c)`` per row: every coordinate lands in ``[−c, c]``, the top one at c."""
-    shifted = logits - logits.max(dim=-1, keepdim=True).values + clip
-    return shifted.clamp(min=-clip)
-
-
-def aggregate_logits(logits: torch.Tensor, *, clip: float, expected_batch_size: int) -> torch.Tensor:
-    """The mechanism's score vector: clipped logits summed over the batch, divided by the public s.
-
-    Privacy: adding or removing one context moves each coordinate by at most c/s (and the spread,
-    max − min over coordinates, of that move by at most 2c/s), whatever the realised batch size.
-    """
-    if logits.shape[0] == 0:
-        return torch.zeros(logits.shape[-1], dtype=torch.float32, device=logits.device)
-    return clip_logits(logits.float(), clip).sum(dim=0) / expected_batch_size
-
-
-def svt_statistic(logits: torch.Tensor, public_logits: torch.Tensor, *, expected_batch_size: int) -> float:
-    """‖(1/s)·Σ_i softmax(z_i) − softmax(z_pub)‖₁ with the public s (one record moves it by ≤ 1/s)."""
-    public = torch.softmax(public_logits.float(), dim=-1)
-    if logits.shape[0] == 0:
-        return float(public.abs().sum())
-    private = torch.softmax(logits.float(), dim=-1).sum(dim=0) / expected_batch_size
-    return float((private - public).abs().sum())
-
-
-def private_prediction_rho(
-    *,
-    max_private_tokens: int,
-    clip: float,
-    temperature: float,
-    expected_batch_size: int,
-    svt_noise: float | None = None,
-) -> float:
-    """ρ (zCDP) of ``max_private_tokens`` private tokens: r·[½(c/(sτ))² + 2/(sσ_svt)²]."""
-    per_token = 0.5 * (clip / (expected_batch_size * temperature)) ** 2
-    if svt_noise is not None:
-        per_token += 2.0 / (expected_batch_size * svt_noise) ** 2
-    return max_private_tokens * per_token
-
-
-@dataclass(frozen=True)
-class SparseVectorGate:
-    """The sparse-vector option: a token is private only when the private prompts' distribution is
-    far (L1 statistic + Lap(2σ) ≥ threshold + Lap(σ)) from the public prompt's; otherwise it is
-    sampled from the public prompt for free.
-
-    Args:
-        threshold: θ, on the L1 statistic (in [0, 2]).
-        noise: σ_svt, the Laplace scale of the threshold noise (the statistic gets 2σ_svt).
-    """
-
-    threshold: float = 0.5
-    noise: float = 0.2
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.threshold) and math.isfinite(self.noise) and self.noise > 0):
-            raise InvalidPrivacyParameterError(
-                f"SparseVectorGate needs a finite threshold and a positive noise; got {self.threshold!r}, {self.noise!r}."
-            )
-
-
-def batch_of(key: str, num_batches: int) -> int:
-    """A record's batch: a stable keyed hash of its key (content, or user id) modulo the batch count.
-
-    Not Python's per-process ``hash()``: the assignment must not change between runs, and adding
-    one record must never move any other record.
-    """
-    digest = hashlib.sha256(_BATCH_SALT + key.encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big") % num_batches
-
-
-# ------------------------------------------------------------------------------------ the generator
-
-
-@dataclass(frozen=True)
-class _Example:
-    key: str  # what the batch hash reads: the record's content, or its user's id
-    condition: str | None
-    text: str
-
-
-class PrivatePredictionGenerator(Synthesizer):
+class PrivatePredictionSynthesizer(Synthesizer):
     """Synthetic records from a base model prompted with private records, by private prediction.
 
     Args:
         model, tokenizer: any causal LM (e.g. the embedded default) and its tokenizer.
-        private_dataset: a :class:`~hf_dpsynth.data.PreparedDataset` (scrubbed, bounded), or
-            records with the codec's fields (Dataset, DatasetDict split or path).
+        private_dataset: a :class:`~hf_dpsynth.data.PreparedDataset` (checked, scrubbed, bounded:
+            prepare the records first with :func:`~hf_dpsynth.data.prepare_dataset`). Prepared at
+            user level, each user contributes one record (chosen by a public hash) and batches
+            are keyed by the user id.
         codec: the records' codec; at most one condition (the label), whose value sets the
             batch's public condition.
         ledger: planned with a ``"private_prediction"`` stage (zCDP: the ledger uses RDP); charged
@@ -185,8 +111,6 @@ class PrivatePredictionGenerator(Synthesizer):
         svt: a :class:`SparseVectorGate`, or None.
         top_k, top_p: masks computed from the public prompt's logits only (never private ones).
         instruction: the private prompt, with ``{example}`` where the record goes.
-        user_id_column: at user level, one record per user (chosen by a public hash), batched by
-            the user id (a user-level PreparedDataset gives its own).
 
     Privacy: see the module docstring. The expected batch size, batch counts, clip, temperature,
     r_max, prompts and the DP label counts are public; the records are not.
@@ -198,7 +122,7 @@ class PrivatePredictionGenerator(Synthesizer):
         self,
         model: Any,
         tokenizer: Any,
-        private_dataset: Any,
+        private_dataset: PreparedDataset,
         *,
         codec: Codec,
         ledger: PrivacyLedger,
@@ -214,7 +138,6 @@ class PrivatePredictionGenerator(Synthesizer):
         top_k: int = 0,
         top_p: float = 1.0,
         instruction: str = DEFAULT_INSTRUCTION,
-        user_id_column: str | None = None,
         stage: str = STAGE,
     ) -> None:
         if not isinstance(codec, Codec):
@@ -222,6 +145,12 @@ class PrivatePredictionGenerator(Synthesizer):
         if len(codec.conditions) > 1:
             raise DPConfigError(
                 f"private prediction batches by at most one condition (the label); the codec has {list(codec.conditions)}."
+            )
+        if not isinstance(private_dataset, PreparedDataset):
+            raise DPConfigError(
+                f"private_dataset must be a PreparedDataset; got {type(private_dataset).__name__}. Prepare the records "
+                "first with hf_dpsynth.data.prepare_dataset(records, codec) (privacy_unit='user', user_id_column=... "
+                "at user level): it checks, scrubs and bounds them before private prediction batches them."
             )
         check_tokenizer_matches(model, tokenizer)
         if "{example}" not in instruction:
@@ -243,21 +172,22 @@ class PrivatePredictionGenerator(Synthesizer):
         self.stage = stage
         self._condition = next(iter(codec.conditions), None)
         self._labels: tuple[str | None, ...] = codec.conditions[self._condition] if self._condition else (None,)
-        if isinstance(private_dataset, PreparedDataset):
-            user_id_column = user_id_column or private_dataset.user_id_column
-        self.user_id_column = user_id_column
+        self.user_id_column = private_dataset.user_id_column
         #: The unit this generator protects: one user when batching by user id, else one record.
-        self.privacy_unit = "user" if user_id_column else "example"
+        self.privacy_unit = "user" if self.user_id_column else "example"
         self._check_privacy_unit()
 
-        self._sizes = self._expected_sizes(expected_batch_size)
+        self._sizes = expected_sizes(expected_batch_size, self._labels)
         self.expected_batch_size = min(self._sizes.values())  # ρ uses the smallest s
-        self._batches = self._plan_batches(label_counts, batches_per_label)
-        examples = self._load_examples(private_dataset, user_id_column)
+        self._batches = plan_batches(
+            label_counts, batches_per_label, condition=self._condition, labels=self._labels, sizes=self._sizes,
+            ledger=ledger,
+        )
+        examples = load_examples(private_dataset, codec=codec, condition=self._condition, labels=self._labels)
         #: N, the number of privacy units (records, or users at user level): public.
         self.num_units = len(examples)
         self._check_num_units()
-        self._members = self._assign(examples)
+        self._members = assign_batches(examples, self._batches, self._labels)
 
         if max_private_tokens is None:
             max_private_tokens = self._largest_affordable()
@@ -278,12 +208,12 @@ class PrivatePredictionGenerator(Synthesizer):
             return
         if unit == "user":
             fix = (
-                "Give user_id_column= (or a PreparedDataset prepared with privacy_unit='user'), so that each user "
-                "contributes one record and batches are keyed by user, or charge an example-level ledger."
+                "Prepare the data at user level (prepare_dataset(..., privacy_unit='user', user_id_column=...)), so "
+                "that each user contributes one record and batches are keyed by user, or charge an example-level ledger."
             )
-            what = "one record (no user id column was given, so records are batched by their content)"
+            what = "one record (the data was prepared at example level, so records are batched by their content)"
         else:
-            fix = "Use a user-level ledger (privacy_unit='user'), or drop user_id_column= to run at example level."
+            fix = "Use a user-level ledger (privacy_unit='user'), or prepare the data at example level."
             what = f"one user (records are batched by the user id in {self.user_id_column!r})"
         raise PrivacyUnitMismatchError(
             f"The ledger protects one {unit!r}, but this private prediction protects {what}: the card would "
@@ -304,147 +234,6 @@ class PrivatePredictionGenerator(Synthesizer):
                 "private data; with δ ≥ 1/N, releasing one unit's record verbatim would satisfy the guarantee. Use a "
                 f"ledger with a smaller δ, e.g. 1/(N·ln N) = {default_delta(n):.3g}."
             )
-
-    def _expected_sizes(self, expected: int | Mapping[str, int]) -> dict[str | None, int]:
-        if isinstance(expected, Mapping):
-            missing = [lab for lab in self._labels if lab not in expected]
-            if missing:
-                raise DPConfigError(f"expected_batch_size has no entry for label(s) {missing}.")
-            return {lab: check_positive_int(f"expected_batch_size[{lab!r}]", expected[lab]) for lab in self._labels}
-        size = check_positive_int("expected_batch_size", expected)
-        return {lab: size for lab in self._labels}
-
-    def _plan_batches(self, label_counts: Any, batches_per_label: Any) -> dict[str | None, int]:
-        supported: dict[str | None, int] | None = None
-        if label_counts is not None:
-            if isinstance(label_counts, DPHistogram):
-                if self._condition is None or label_counts.column != self._condition:
-                    raise DPConfigError(
-                        f"label_counts is the DP histogram of {label_counts.column!r}, but the codec conditions on "
-                        f"{self._condition!r}."
-                    )
-                if not any(c.stage == "label_histogram" for c in self.ledger.charges):
-                    raise DPConfigError(
-                        "label_counts is a DP histogram, but this ledger has no label_histogram charge: release it "
-                        "with dp_label_histogram(..., ledger=ledger) on the same ledger, so its cost is counted."
-                    )
-                counts = dict(zip(label_counts.categories, label_counts.counts))
-            else:
-                counts = dict(label_counts)
-            unknown = [lab for lab in counts if lab not in self._labels]
-            if unknown:
-                raise DPConfigError(f"label_counts has label(s) {unknown} that the codec does not declare ({list(self._labels)}).")
-            supported = {}
-            for lab in self._labels:
-                value = float(counts.get(lab, 0.0))
-                if not math.isfinite(value) or value < 0:
-                    raise DPConfigError(f"label count for {lab!r} must be finite and >= 0; got {value!r}.")
-                supported[lab] = int(value // self._sizes[lab])
-        if batches_per_label is not None:
-            if isinstance(batches_per_label, Mapping):
-                planned = {lab: int(batches_per_label.get(lab, 0)) for lab in self._labels}
-                extra = [lab for lab in batches_per_label if lab not in self._labels]
-                if extra:
-                    raise DPConfigError(f"batches_per_label has label(s) {extra} the codec does not declare.")
-            elif self._condition is None:
-                planned = {None: int(batches_per_label)}
-            else:
-                raise DPConfigError("with a label condition, batches_per_label must map each label to its batch count.")
-            if any(b < 0 for b in planned.values()):
-                raise DPConfigError(f"batch counts must be >= 0; got {planned}.")
-            if supported is not None:
-                over = {lab: (planned[lab], supported[lab]) for lab in self._labels if planned[lab] > supported[lab]}
-                if over:
-                    raise DPConfigError(
-                        "More batches than the DP label counts support (⌊count / s⌋): "
-                        + ", ".join(f"{lab!r}: {b} asked, {s} supported" for lab, (b, s) in over.items())
-                        + ". Lower batches_per_label or expected_batch_size."
-                    )
-            batches = planned
-        elif supported is not None:
-            batches = supported
-        else:
-            raise DPConfigError(
-                "Say how many batches each label gets: label_counts= (a DP label histogram charged in this ledger, "
-                "or public counts) or batches_per_label= (public). Never the real per-label counts."
-            )
-        if sum(batches.values()) < 1:
-            raise DPConfigError(
-                f"No batch to generate: the counts give {batches} batches for expected batch size "
-                f"{self._sizes}. Lower expected_batch_size or use more data."
-            )
-        return batches
-
-    def _load_examples(self, source: Any, user_id_column: str | None) -> list[_Example]:
-        codec = self.codec
-        if isinstance(source, PreparedDataset):
-            user_id_column = user_id_column or source.user_id_column
-            data = source.dataset
-            prompts = column_values(data, "prompt")
-            texts = [p + c for p, c in zip(prompts, column_values(data, "completion"))]
-            conditions = self._prepared_conditions(data, prompts)
-        else:
-            data = load_records(source, columns=list(codec.fields) + ([user_id_column] if user_id_column else []))
-            cols = {f: column_values(data, f) for f in codec.fields}
-            texts, conditions = [], []
-            for row in range(len(data)):
-                record = {f: cols[f][row] for f in codec.fields}
-                try:
-                    texts.append(codec.encode(record))
-                except InvalidRecord as exc:  # the row and column only: the reason may quote the value
-                    raise row_error(
-                        row, codec, record, exc, of=" of the private data",
-                        fix="Fix or remove that row, or pass a PreparedDataset (prepare_dataset(..., drop_invalid=True) "
-                            "drops the rows that do not fit).",
-                    ) from None
-                conditions.append(record[self._condition] if self._condition else None)
-        if not texts:
-            raise DatasetError("The private dataset is empty.")
-        if user_id_column is None:
-            return [_Example(key=t, condition=c, text=t) for t, c in zip(texts, conditions)]
-        users = column_values(data, user_id_column)
-        examples = []
-        for user, rows in group_rows_by_user(users, column=user_id_column).items():
-            (row,) = cap_user_rows(user, rows, 1)  # one contribution per user
-            examples.append(_Example(key=f"user:{user!r}", condition=conditions[row], text=texts[row]))
-        return examples
-
-    def _prepared_conditions(self, data: Any, prompts: Sequence[str]) -> list[str | None]:
-        """Each prepared row's label: from the condition column that prepare_dataset keeps, or else the
-        declared label whose prefix (``codec.prompt_for``) is exactly the row's prompt — never parsed."""
-        name = self._condition
-        if name is None:
-            return [None] * len(prompts)
-        if name in data.column_names:
-            values = column_values(data, name)
-            for row, value in enumerate(values):
-                if value not in self._labels:
-                    raise DatasetError(
-                        f"Row {row} of the prepared data has a {name!r} value that the codec does not declare "
-                        f"({list(self._labels)}); prepare the data with this codec."
-                    )
-            return list(values)
-        by_prompt = {self.codec.prompt_for(**{name: label}): label for label in self._labels}
-        conditions = []
-        for row, prompt in enumerate(prompts):
-            if prompt not in by_prompt:
-                raise DatasetError(
-                    f"Row {row} of the prepared data has neither a {name!r} column nor a prompt that is this codec's "
-                    f"prefix for one of {list(self._labels)}; prepare the data with this codec (prepare_dataset keeps "
-                    "each condition in its own column)."
-                )
-            conditions.append(by_prompt[prompt])
-        return conditions
-
-    def _assign(self, examples: Sequence[_Example]) -> dict[tuple[str | None, int], list[str]]:
-        members: dict[tuple[str | None, int], list[str]] = {
-            (lab, b): [] for lab in self._labels for b in range(self._batches[lab])
-        }
-        for ex in examples:
-            count = self._batches[ex.condition]
-            if count:  # a label without batches contributes nothing
-                members[(ex.condition, batch_of(ex.key, count))].append(ex.text)
-        return members
 
     # -- accounting ------------------------------------------------------------------------------
 
@@ -487,13 +276,9 @@ class PrivatePredictionGenerator(Synthesizer):
     def num_batches(self) -> int:
         return len(self._members)
 
-    def _batch_order(self) -> list[tuple[str | None, int]]:
-        # Round-robin over labels: a public order, so a prefix of it is a public choice too.
-        per_label = [[(lab, b) for b in range(self._batches[lab])] for lab in self._labels]
-        order = []
-        for i in range(max(len(x) for x in per_label)):
-            order.extend(x[i] for x in per_label if i < len(x))
-        return order
+    def _batch_order(self) -> list[BatchKey]:
+        """The public order in which batches emit their records (round-robin over labels)."""
+        return batch_order(self._batches, self._labels)
 
     def _prompt(self, body: str, prefix: str) -> list[int]:
         if getattr(self.tokenizer, "chat_template", None):
@@ -587,7 +372,7 @@ class PrivatePredictionGenerator(Synthesizer):
             logits = contexts.logits[:, :vocab] if contexts is not None else torch.zeros((0, vocab))
             private = logits[: len(members)]
             public = logits[len(members)] if has_public else None
-            mask = self._public_mask(public) if public is not None else None
+            mask = public_mask(public, top_k=self.top_k, top_p=self.top_p) if public is not None else None
             if self.svt is not None:
                 d = svt_statistic(private, public, expected_batch_size=s)
                 if d + lap.laplace(0.0, 2 * self.svt.noise) < self.svt.threshold + threshold_noise:
@@ -610,27 +395,5 @@ class PrivatePredictionGenerator(Synthesizer):
                 pass
         return self.tokenizer.decode(generated, skip_special_tokens=True), used
 
-    def _public_mask(self, public_logits: torch.Tensor) -> torch.Tensor | None:
-        """Top-k / top-p allowed tokens, computed from the public prompt's logits only."""
-        if not self.top_k and self.top_p >= 1:
-            return None
-        keep = torch.ones_like(public_logits, dtype=torch.bool)
-        if self.top_k:
-            kth = torch.topk(public_logits, min(self.top_k, public_logits.numel())).values[-1]
-            keep &= public_logits >= kth
-        if self.top_p < 1:
-            probs = torch.softmax(public_logits.float(), dim=-1)
-            sorted_probs, idx = torch.sort(probs, descending=True)
-            before = sorted_probs.cumsum(0) - sorted_probs  # mass strictly above each token
-            allowed = torch.zeros_like(keep)
-            allowed[idx[before < self.top_p]] = True
-            keep &= allowed
-        return keep
-
-    @staticmethod
-    def _sample(scores: torch.Tensor, mask: torch.Tensor | None, gen: torch.Generator) -> int:
-        scores = scores.float().cpu()
-        if mask is not None:
-            scores = scores.masked_fill(~mask.cpu(), float("-inf"))
-        probs = torch.softmax(scores, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=gen))
+    #: One token from the scores (the exponential mechanism); an attribute, so tests can watch it.
+    _sample = staticmethod(sample_token)

@@ -1,4 +1,5 @@
-"""Sampling the DP-fine-tuned model, with conditioning prefixes drawn only from DP statistics.
+"""The adapter sampler's generator: sampling the DP-fine-tuned model, with conditioning prefixes
+drawn only from DP statistics (:class:`AdapterSynthesizer`).
 
 Privacy: post-processing. The model's weights were released by DP-SGD (charged in the training
 stage) and the conditioning distribution by a DP histogram (charged in its stage), so sampling
@@ -7,89 +8,35 @@ costs nothing more, whatever the decoding settings or the seed. The seed may be 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hf_dpsynth.data.codecs import Codec
-from hf_dpsynth.data.statistics import DPHistogram, DPHistogramRelease
+from hf_dpsynth.data.statistics import DPHistogram
 from hf_dpsynth.data.tabular import TabularCodec
+from hf_dpsynth.data.tokenize import prompt_ids
 from hf_dpsynth.errors import DPConfigError
+from hf_dpsynth.generation.adapter_sampler.conditioning import Conditioning, conditioning_table
 from hf_dpsynth.generation.base import (
     GeneratedText,
     Synthesizer,
     build_dataset,
     check_positive_int,
+    check_tokenizer_matches,
     condition_label,
 )
 from hf_dpsynth.generation.guided import SchemaGuidedDecoder
-from hf_dpsynth.data.tokenize import prompt_ids
 
 if TYPE_CHECKING:  # pragma: no cover
     import dp_accounting
     from datasets import Dataset
 
-__all__ = ["AdapterSampler"]
-
-Conditioning = DPHistogram | DPHistogramRelease | Mapping[str, Mapping[str, float]] | None
+__all__ = ["AdapterSynthesizer"]
 
 
-def check_tokenizer_matches(model: Any, tokenizer: Any) -> None:
-    """A clear error when the tokenizer's ids do not fit the model's embedding table."""
-    embeddings = model.get_input_embeddings()
-    size = getattr(embeddings, "num_embeddings", None)
-    if size is not None and len(tokenizer) > size:
-        raise DPConfigError(
-            f"The tokenizer has {len(tokenizer)} tokens but the model's embedding table only {size}: they do "
-            "not belong together. Load the tokenizer that was saved with the model."
-        )
-
-
-def _conditioning_table(codec: Codec, conditioning: Conditioning) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
-    """Per codec condition: its categories and the (DP or public) probabilities to draw them with."""
-    conditions = codec.conditions
-    if not conditions:
-        if conditioning:
-            raise DPConfigError("conditioning= was given but the codec has no conditions to fill in.")
-        return {}
-    if isinstance(conditioning, DPHistogram):
-        conditioning = {conditioning.column: conditioning}
-    elif isinstance(conditioning, DPHistogramRelease):
-        conditioning = dict(conditioning.histograms)
-    if not conditioning:
-        raise DPConfigError(
-            f"The codec conditions on {list(conditions)}: pass conditioning= with a DP histogram for each "
-            "(e.g. dp_label_histogram(...)), or declared public weights {name: {value: weight}}."
-        )
-    table = {}
-    for name, categories in conditions.items():
-        source = conditioning.get(name)
-        if source is None:
-            raise DPConfigError(f"conditioning has no distribution for the codec's condition {name!r}; it has {list(conditioning)}.")
-        if isinstance(source, DPHistogram):
-            cats, weights = source.categories, np.asarray(source.counts, dtype=np.float64)
-        elif isinstance(source, Mapping):
-            cats, weights = tuple(source), np.asarray([float(v) for v in source.values()], dtype=np.float64)
-            if (weights < 0).any() or not np.isfinite(weights).all():
-                raise DPConfigError(f"the weights for {name!r} must be finite and non-negative; got {dict(source)}.")
-        else:
-            raise DPConfigError(f"conditioning[{name!r}] must be a DPHistogram or a mapping value -> weight; got {type(source).__name__}.")
-        if set(cats) != set(categories):
-            raise DPConfigError(
-                f"The conditioning for {name!r} covers {sorted(cats)} but the codec declares {sorted(categories)}: "
-                "they must be the same public list."
-            )
-        if weights.sum() <= 0:
-            raise DPConfigError(
-                f"The conditioning histogram for {name!r} is empty (every count is 0 after noise): there is "
-                "nothing to condition on. Spend more budget on the histogram, or declare public weights."
-            )
-        table[name] = (tuple(cats), weights / weights.sum())
-    return table
-
-
-class AdapterSampler(Synthesizer):
+class AdapterSynthesizer(Synthesizer):
     """Samples records from a (DP-fine-tuned) causal LM prompted with codec prefixes.
 
     Args:
@@ -134,7 +81,7 @@ class AdapterSampler(Synthesizer):
         self.model = model
         self.tokenizer = tokenizer
         self.codec = codec
-        self._table = _conditioning_table(codec, conditioning)
+        self._table = conditioning_table(codec, conditioning)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.max_new_tokens = check_positive_int("max_new_tokens", max_new_tokens)
         if not temperature > 0:
