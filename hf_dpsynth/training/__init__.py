@@ -7,7 +7,7 @@ from hf_dpsynth._lazy import lazy_exports
 _LAZY = {
     "DPSynthConfig": "hf_dpsynth.training.config",
     "DPSynthTrainer": "hf_dpsynth.training.trainer",
-    "DPTrainingPlan": "hf_dpsynth.training.trainer",
+    "DPTrainingPlan": "hf_dpsynth.training.plan",
     "TrainingPrivacyReport": "hf_dpsynth.training.trainer",
 }
 __all__ = list(_LAZY)

@@ -40,18 +40,17 @@ from hf_dpsynth.errors import (
     CheckpointError,
     DatasetError,
     DPConfigError,
-    InvalidPrivacyParameterError,
     PrivacyBudgetExceededError,
-    PrivacyUnitMismatchError,
     UnsupportedModelError,
 )
-from hf_dpsynth.privacy import PrivacyLedger, compute_epsilon, default_delta, dpsgd_event
+from hf_dpsynth.privacy import PrivacyLedger
 from hf_dpsynth.privacy.ledger import LEDGER_FILE
 from hf_dpsynth.training.config import DPSynthConfig, refuse_hub_uploads
 from hf_dpsynth.data.tokenize import IGNORE_INDEX, TokenizedExamples, tokenize_dataset
 from hf_dpsynth.data.units import build_privacy_units
 from hf_dpsynth.training.batching import collate, plan_chunks, rank_share
 from hf_dpsynth.training.loss import per_example_causal_lm_loss
+from hf_dpsynth.training.plan import charge_metadata, epsilon_after, make_plan, resolve_ledger, training_event
 from hf_dpsynth.training.grad_sample import ClippedSum, PerExampleGradients, validate_model
 from hf_dpsynth.training.sampler import PoissonSampler, SecretSeeds, dropout_seed, noise_generator
 
@@ -66,27 +65,6 @@ _NOT_PRIVATE_NOTE = (
     "Logged training losses, gradient norms and evaluation metrics are computed on private data "
     "without DP: they are for the data owner and are not covered by the guarantee."
 )
-
-
-@dataclass(frozen=True)
-class DPTrainingPlan:
-    """Everything derived before training (never written back into the user's config)."""
-
-    num_units: int
-    num_examples: int
-    logical_batch_size: int
-    sampling_probability: float
-    num_steps: int
-    steps_per_epoch: int
-    noise_multiplier: float
-    per_example_max_grad_norm: float
-    delta: float
-    privacy_unit: str
-    accountant: str
-
-    @property
-    def expected_batch_size(self) -> float:
-        return self.sampling_probability * self.num_units
 
 
 @dataclass(frozen=True)
@@ -311,8 +289,9 @@ class DPSynthTrainer(Trainer):
         if public_units >= n:
             raise DPConfigError(f"public_units={public_units} leaves no private unit among the N = {n} training units.")
         self._data_fingerprint = _fingerprint(examples, units.offsets)
-        self.ledger = self._resolve_ledger(args, ledger, n - public_units)
-        self.plan = self._make_plan(args, n, len(self._examples))
+        self.ledger = resolve_ledger(args, ledger, n - public_units)
+        self.plan = make_plan(args, n, len(self._examples), ledger=self.ledger, stage=self._stage,
+                              charged_sigma=self._charged_sigma_of_resumed_run(args))
 
         super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs)
         self.remove_callback(ProgressCallback)
@@ -350,55 +329,6 @@ class DPSynthTrainer(Trainer):
             torch.manual_seed(seed)
             return get_peft_model(model, peft_config)
 
-    @staticmethod
-    def _resolve_ledger(args: DPSynthConfig, ledger: PrivacyLedger | None, n: int) -> PrivacyLedger:
-        if ledger is not None:
-            if args.target_epsilon is not None or args.target_delta is not None:
-                raise DPConfigError(
-                    "target_epsilon/target_delta must be unset when a ledger is given: the ledger holds the "
-                    "budget and δ of the whole release (its 'training' share is what training may spend)."
-                )
-            if ledger.privacy_unit != args.privacy_unit:
-                raise PrivacyUnitMismatchError(
-                    f"The ledger protects privacy_unit={ledger.privacy_unit!r} but training is configured with "
-                    f"privacy_unit={args.privacy_unit!r}; one release composes at one unit only."
-                )
-            if ledger.num_units is None:
-                raise PrivacyUnitMismatchError(
-                    f"The ledger has no num_units; create it with num_units={n} (the number of "
-                    f"{args.privacy_unit}s in the training data) so that δ < 1/N can be checked and N reported."
-                )
-            if ledger.num_units != n:
-                raise PrivacyUnitMismatchError(
-                    f"The ledger was created for N = {ledger.num_units} {args.privacy_unit}s but the training data "
-                    f"has N = {n} after contribution bounding; create the ledger with num_units={n}."
-                )
-            return ledger
-        delta = args.target_delta if args.target_delta is not None else default_delta(n)
-        if not delta < 1.0 / n:
-            raise InvalidPrivacyParameterError(
-                f"target_delta must be below 1/N = {1 / n:.3g} for N = {n} {args.privacy_unit}s; got {delta:g}. "
-                f"A common choice is 1/(N·ln N) = {default_delta(n):.3g} (the default)."
-            )
-        if args.target_epsilon is not None:
-            epsilon = args.target_epsilon
-        elif args.noise_multiplier is None:
-            raise DPConfigError(
-                "Give target_epsilon= (σ is then calibrated), noise_multiplier= (ε follows from it), a shared "
-                "ledger=, or noise_multiplier=0 to train without DP (reported as non-private)."
-            )
-        elif args.noise_multiplier == 0:
-            epsilon = math.inf
-        else:  # σ given: the budget is exactly what this schedule spends
-            q = args.logical_batch_size / n
-            event = dpsgd_event(
-                noise_multiplier=args.noise_multiplier, sampling_probability=q, num_steps=_num_steps(args, n)
-            )
-            epsilon = compute_epsilon(event, delta=delta, accountant=args.accountant)
-        return PrivacyLedger(
-            epsilon=epsilon, delta=delta, privacy_unit=args.privacy_unit, num_units=n, accountant=args.accountant
-        )
-
     def _charged_sigma_of_resumed_run(self, args: DPSynthConfig) -> float | None:
         """σ of the run in ``args.resume_from_checkpoint`` when this ledger already holds its charge.
 
@@ -418,44 +348,6 @@ class DPSynthTrainer(Trainer):
             c.stage == self._stage and (c.metadata or {}).get("run_id") == state.get("run_id") for c in self.ledger.charges
         )
         return float(state["plan"]["noise_multiplier"]) if charged else None
-
-    def _make_plan(self, args: DPSynthConfig, n: int, num_examples: int) -> DPTrainingPlan:
-        q = args.logical_batch_size / n
-        steps_per_epoch = _steps_per_epoch(args, n)
-        num_steps = _num_steps(args, n)
-        charged_sigma = self._charged_sigma_of_resumed_run(args)
-        if charged_sigma is not None:
-            # Resuming a run this ledger already charged: its σ is fixed, and its spend is recorded.
-            sigma = charged_sigma
-        elif args.noise_multiplier is not None:
-            sigma = float(args.noise_multiplier)
-        else:
-            sigma = self.ledger.calibrate(self._stage, sampling_probability=q, num_steps=num_steps)
-        event = dpsgd_event(noise_multiplier=sigma, sampling_probability=q, num_steps=num_steps)
-        if charged_sigma is None and sigma > 0 and self.ledger.would_exceed(self._stage, event):
-            raise InvalidPrivacyParameterError(
-                f"noise_multiplier={sigma:g} for {num_steps} steps at q = {q:.4g} would exceed the ledger's "
-                f"budget for stage '{self._stage}' (remaining ε = {self.ledger.remaining(self._stage):.4g}). Raise σ, take "
-                "fewer steps, or leave noise_multiplier unset to calibrate it."
-            )
-        if sigma == 0 and math.isfinite(self.ledger.epsilon):
-            raise InvalidPrivacyParameterError(
-                "noise_multiplier=0 disables DP (ε = ∞), but the ledger has a finite budget "
-                f"(ε = {self.ledger.epsilon:g}); a non-private run needs a ledger with epsilon=math.inf."
-            )
-        return DPTrainingPlan(
-            num_units=n,
-            num_examples=num_examples,
-            logical_batch_size=args.logical_batch_size,
-            sampling_probability=q,
-            num_steps=num_steps,
-            steps_per_epoch=steps_per_epoch,
-            noise_multiplier=sigma,
-            per_example_max_grad_norm=args.per_example_max_grad_norm,
-            delta=self.ledger.delta,
-            privacy_unit=args.privacy_unit,
-            accountant=self.ledger.accountant or args.accountant,
-        )
 
     # ------------------------------------------------------------------ the Trainer's data path
     def get_train_dataloader(self) -> DataLoader:
@@ -501,23 +393,6 @@ class DPSynthTrainer(Trainer):
         finally:
             self._grads.detach()
 
-    def _training_event(self):
-        p = self.plan
-        return dpsgd_event(noise_multiplier=p.noise_multiplier, sampling_probability=p.sampling_probability, num_steps=p.num_steps)
-
-    def _charge_metadata(self) -> dict[str, Any]:
-        p = self.plan
-        return {
-            "mechanism": "DP-SGD (Poisson-subsampled Gaussian)",
-            "noise_multiplier": p.noise_multiplier,
-            "sampling_probability": p.sampling_probability,
-            "num_steps": p.num_steps,
-            "per_example_max_grad_norm": p.per_example_max_grad_norm,
-            "logical_batch_size": p.logical_batch_size,
-            "run_id": self._run_id,
-            **({"public_units": self._public_units} if self._public_units else {}),
-        }
-
     def _start_run(self) -> None:
         """A new run: fresh secret randomness, and the whole schedule charged before step 1."""
         seeds = SecretSeeds.fresh(self.args.dp_seed)
@@ -543,10 +418,10 @@ class DPSynthTrainer(Trainer):
         self._bind_ledger()
         self.ledger.charge(
             self._stage,
-            self._training_event(),
+            training_event(self.plan),
             privacy_unit=self.plan.privacy_unit,
             num_units=self.plan.num_units - self._public_units,
-            metadata=self._charge_metadata(),
+            metadata=charge_metadata(self.plan, run_id=self._run_id, public_units=self._public_units),
         )
         self._adopt_ledger_accountant()
 
@@ -808,12 +683,7 @@ class DPSynthTrainer(Trainer):
         """ε of the training stage had it stopped after ``steps`` steps (cached; off the hot path)."""
         steps = min(steps, self.plan.num_steps)
         if steps not in self._epsilon_cache:
-            p = self.plan
-            if steps == 0:
-                self._epsilon_cache[steps] = 0.0
-            else:
-                event = dpsgd_event(noise_multiplier=p.noise_multiplier, sampling_probability=p.sampling_probability, num_steps=steps)
-                self._epsilon_cache[steps] = compute_epsilon(event, delta=p.delta, accountant=p.accountant)
+            self._epsilon_cache[steps] = epsilon_after(self.plan, steps)
         return self._epsilon_cache[steps]
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -910,15 +780,3 @@ def _charge_key(charge: Any) -> tuple:
     run_id = (charge.metadata or {}).get("run_id")
     return (charge.stage, run_id) if run_id else (charge.stage, charge.timestamp)
 
-
-def _steps_per_epoch(args: DPSynthConfig, n: int) -> int:
-    """Logical steps per epoch: an epoch is N / logical_batch_size Poisson draws (at least one)."""
-    return max(1, round(n / args.logical_batch_size))
-
-
-def _num_steps(args: DPSynthConfig, n: int) -> int:
-    """T, by the Trainer's own formula for the number of optimizer steps (checked again at step 1)."""
-    num_steps = args.max_steps if args.max_steps >= 0 else math.ceil(args.num_train_epochs * _steps_per_epoch(args, n))
-    if num_steps < 1:
-        raise DPConfigError(f"The schedule has no steps (num_train_epochs={args.num_train_epochs}, max_steps={args.max_steps}).")
-    return num_steps
