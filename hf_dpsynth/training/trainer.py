@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import os
@@ -28,14 +26,12 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from hf_dpsynth._io import atomic_write_json
 from hf_dpsynth.errors import (
     CheckpointError,
     DatasetError,
@@ -52,6 +48,10 @@ from hf_dpsynth.training.batching import collate, plan_chunks, rank_share
 from hf_dpsynth.training.loss import per_example_causal_lm_loss
 from hf_dpsynth.training.plan import charge_metadata, epsilon_after, make_plan, resolve_ledger, training_event
 from hf_dpsynth.training.grad_sample import ClippedSum, PerExampleGradients, validate_model
+from hf_dpsynth.training.run_state import (
+    RunState, charged_sigma_of_resumed_run, checkpoint_charge, data_fingerprint, holds_run_charge,
+    refuse_forgetting_earlier_spend, resumable_run_state, write_run_state,
+)
 from hf_dpsynth.training.sampler import PoissonSampler, SecretSeeds, dropout_seed, noise_generator
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,7 +60,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 STAGE = "training"
-DP_STATE_FILE = "dp_state.json"
 _NOT_PRIVATE_NOTE = (
     "Logged training losses, gradient norms and evaluation metrics are computed on private data "
     "without DP: they are for the data owner and are not covered by the guarantee."
@@ -288,10 +287,10 @@ class DPSynthTrainer(Trainer):
             )
         if public_units >= n:
             raise DPConfigError(f"public_units={public_units} leaves no private unit among the N = {n} training units.")
-        self._data_fingerprint = _fingerprint(examples, units.offsets)
+        self._data_fingerprint = data_fingerprint(examples, units.offsets)
         self.ledger = resolve_ledger(args, ledger, n - public_units)
         self.plan = make_plan(args, n, len(self._examples), ledger=self.ledger, stage=self._stage,
-                              charged_sigma=self._charged_sigma_of_resumed_run(args))
+                              charged_sigma=charged_sigma_of_resumed_run(args.resume_from_checkpoint, self.ledger, self._stage))
 
         super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs)
         self.remove_callback(ProgressCallback)
@@ -328,26 +327,6 @@ class DPSynthTrainer(Trainer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return get_peft_model(model, peft_config)
-
-    def _charged_sigma_of_resumed_run(self, args: DPSynthConfig) -> float | None:
-        """σ of the run in ``args.resume_from_checkpoint`` when this ledger already holds its charge.
-
-        The checkpoint's settings and data are still checked against this run when training
-        resumes (:meth:`_restore_run`); here only σ is taken, instead of calibrating again on a
-        ledger whose stage budget that very run already spent.
-        """
-        checkpoint = args.resume_from_checkpoint
-        if not checkpoint:
-            return None
-        path = os.path.join(str(checkpoint), DP_STATE_FILE)
-        if not os.path.isfile(path):
-            return None
-        with open(path, encoding="utf-8") as fh:
-            state = json.load(fh)
-        charged = any(
-            c.stage == self._stage and (c.metadata or {}).get("run_id") == state.get("run_id") for c in self.ledger.charges
-        )
-        return float(state["plan"]["noise_multiplier"]) if charged else None
 
     # ------------------------------------------------------------------ the Trainer's data path
     def get_train_dataloader(self) -> DataLoader:
@@ -436,75 +415,26 @@ class DPSynthTrainer(Trainer):
         if self.ledger.path is not None or not self.args.should_save:
             return
         path = os.path.join(self.args.output_dir, LEDGER_FILE)
-        self._refuse_forgetting_earlier_spend(path)
+        refuse_forgetting_earlier_spend(self.ledger, path, stage=self._stage, run_id=self._run_id)
         os.makedirs(self.args.output_dir, exist_ok=True)
         self.ledger.bind(path)
 
-    def _refuse_forgetting_earlier_spend(self, path: str) -> None:
-        """Refuse to charge when the ledger at ``path`` holds charges this trainer's ledger does not.
-
-        Called before every charge (a new run, or a resumed run re-recorded into a fresh ledger), so
-        neither the in-memory ledger nor the file is touched when it refuses. This run's own training
-        charge counts as held: re-recording it is what a resume with a fresh ledger does.
-        """
-        if not os.path.isfile(path):
-            return
-        earlier = PrivacyLedger.load(path)
-        mine = {_charge_key(c) for c in self.ledger.charges} | {(self._stage, self._run_id)}
-        missing = [c for c in earlier.charges if _charge_key(c) not in mine]
-        if missing:
-            stages = sorted({c.stage for c in missing})
-            raise CheckpointError(
-                f"{path} records an earlier run whose ledger spent ε = {earlier.epsilon_spent():.4g} on the same "
-                f"data, with {len(missing)} charge(s) (stages {stages}) that this trainer's ledger does not hold. "
-                "Writing this trainer's ledger in its place would forget that spend. Pass "
-                "ledger=PrivacyLedger.open(path) (to resume that run, or to charge a new run on top of it), or "
-                "use another output_dir for unrelated data."
-            )
-
     def _restore_run(self, checkpoint: str) -> None:
         """Continue a charged run from a checkpoint: same secrets, same schedule, no new charge."""
-        path = os.path.join(checkpoint, DP_STATE_FILE)
-        if not os.path.isfile(path):
-            raise CheckpointError(
-                f"{checkpoint} has no {DP_STATE_FILE}: without the run's sampling and noise state, resuming would "
-                "replay or redraw noise that was already charged. Start a new run (it is charged again), or resume "
-                "from a checkpoint written by DPSynthTrainer."
-            )
-        with open(path, encoding="utf-8") as fh:
-            state = json.load(fh)
-        saved = state["plan"]
-        mine = asdict(self.plan)
-        differing = sorted(k for k in saved if k != "accountant" and saved[k] != mine.get(k))
-        if differing:
-            raise CheckpointError(
-                f"The checkpoint {checkpoint} was written by a run with different DP settings "
-                f"({', '.join(f'{k}: {saved[k]} -> {mine.get(k)}' for k in differing)}); a resumed run must "
-                "continue the charged schedule exactly. Use the original configuration, or start a new run."
-            )
-        if state.get("data_fingerprint") != self._data_fingerprint:
-            raise CheckpointError(
-                f"The checkpoint {checkpoint} was written while training on different data (after tokenisation and "
-                "contribution bounding). Resuming would reuse the run's draws and noise on other data, and two such "
-                "models together cancel the noise. Resume with the original data, or start a new run."
-            )
-        self._seeds = SecretSeeds(sampling=int(state["sampling_seed"]), noise=int(state["noise_seed"]))
-        self._run_id = state["run_id"]
+        state = resumable_run_state(checkpoint, self.plan, self._data_fingerprint)
+        self._seeds = state.seeds
+        self._run_id = state.run_id
         # Steps after the checkpoint re-run from the checkpoint's state: the same computation, nothing new.
-        self._steps_run = set(range(int(state["global_step"])))
-        already = any(
-            c.stage == self._stage and (c.metadata or {}).get("run_id") == self._run_id for c in self.ledger.charges
-        )
-        if not already:
+        self._steps_run = set(range(state.global_step))
+        if not holds_run_charge(self.ledger, self._stage, self._run_id):
             # A fresh process with a fresh ledger: the interrupted run's charge is re-recorded (not
             # re-spent), with its id, so the ledger shows what this release really spent; refused if the
             # checkpoint's ledger (or output_dir's, checked when the ledger is bound) knew of other charges.
             saved = os.path.join(checkpoint, LEDGER_FILE)
-            self._refuse_forgetting_earlier_spend(saved)
-            earlier = [c for c in (PrivacyLedger.load(saved).charges if os.path.isfile(saved) else ())
-                       if c.stage == self._stage and (c.metadata or {}).get("run_id") == self._run_id]
-            if earlier:
-                self.ledger.record(earlier[-1])
+            refuse_forgetting_earlier_spend(self.ledger, saved, stage=self._stage, run_id=self._run_id)
+            earlier = checkpoint_charge(checkpoint, self._stage, self._run_id)
+            if earlier is not None:
+                self.ledger.record(earlier)
                 self._adopt_ledger_accountant()
                 self._bind_ledger()
             else:
@@ -516,18 +446,10 @@ class DPSynthTrainer(Trainer):
         if self.args.should_save and self._seeds is not None:
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
-            state = {
-                "format": 1,
-                "warning": "PRIVATE: the secret seeds of a DP training run. Never publish this folder.",
-                "run_id": self._run_id,
-                "sampling_seed": str(self._seeds.sampling),
-                "noise_seed": str(self._seeds.noise),
-                "global_step": self.state.global_step,
-                "data_fingerprint": self._data_fingerprint,
-                "plan": asdict(self.plan),
-            }
-            atomic_write_json(os.path.join(folder, DP_STATE_FILE), state)
-            self.ledger.save(os.path.join(folder, LEDGER_FILE))
+            write_run_state(folder, RunState(
+                run_id=self._run_id, seeds=self._seeds, global_step=self.state.global_step,
+                data_fingerprint=self._data_fingerprint, plan=asdict(self.plan),
+            ), self.ledger)
         return super()._save_checkpoint(model, trial)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -763,20 +685,4 @@ def _refuse_private_selection(callback: Any) -> None:
             "EarlyStoppingCallback stops training by a metric on evaluation data; on private data that choice is "
             "not differentially private (and the full schedule is charged anyway). Train for a fixed schedule."
         )
-
-
-def _fingerprint(examples: TokenizedExamples, offsets: np.ndarray) -> str:
-    """A digest of the tokenised training data and its units (kept in private checkpoints only)."""
-    digest = hashlib.sha256()
-    digest.update(np.asarray(offsets, dtype=np.int64).tobytes())
-    for ids, labels in zip(examples.input_ids, examples.labels):
-        digest.update(np.asarray(ids, dtype=np.int64).tobytes())
-        digest.update(np.asarray(labels, dtype=np.int64).tobytes())
-        digest.update(b"|")
-    return digest.hexdigest()
-
-
-def _charge_key(charge: Any) -> tuple:
-    run_id = (charge.metadata or {}).get("run_id")
-    return (charge.stage, run_id) if run_id else (charge.stage, charge.timestamp)
 
