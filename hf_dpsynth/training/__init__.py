@@ -8,7 +8,7 @@ _LAZY = {
     "DPSynthConfig": "hf_dpsynth.training.config",
     "DPSynthTrainer": "hf_dpsynth.training.trainer",
     "DPTrainingPlan": "hf_dpsynth.training.plan",
-    "TrainingPrivacyReport": "hf_dpsynth.training.trainer",
+    "TrainingPrivacyReport": "hf_dpsynth.training.report",
 }
 __all__ = list(_LAZY)
 

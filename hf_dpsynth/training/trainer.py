@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -48,6 +48,7 @@ from hf_dpsynth.training.batching import collate, plan_chunks, rank_share
 from hf_dpsynth.training.loss import per_example_causal_lm_loss
 from hf_dpsynth.training.plan import charge_metadata, epsilon_after, make_plan, resolve_ledger, training_event
 from hf_dpsynth.training.grad_sample import ClippedSum, PerExampleGradients, validate_model
+from hf_dpsynth.training.report import TrainingPrivacyReport, build_privacy_report
 from hf_dpsynth.training.run_state import (
     RunState, charged_sigma_of_resumed_run, checkpoint_charge, data_fingerprint, holds_run_charge,
     refuse_forgetting_earlier_spend, resumable_run_state, write_run_state,
@@ -60,58 +61,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 STAGE = "training"
-_NOT_PRIVATE_NOTE = (
-    "Logged training losses, gradient norms and evaluation metrics are computed on private data "
-    "without DP: they are for the data owner and are not covered by the guarantee."
-)
-
-
-@dataclass(frozen=True)
-class TrainingPrivacyReport:
-    """What ``trainer.privacy_report()`` returns: the training stage's guarantee, from the ledger."""
-
-    epsilon: float
-    """ε of the training stage alone (all T charged steps)."""
-    epsilon_total: float
-    """ε composed over everything charged to the ledger (histograms, training, ...)."""
-    epsilon_budget: float
-    delta: float
-    noise_multiplier: float
-    sampling_probability: float
-    num_steps: int
-    steps_taken: int
-    num_units: int
-    logical_batch_size: int
-    per_example_max_grad_norm: float
-    accountant: str
-    privacy_unit: str
-    adjacency: str
-    private: bool
-    reproducibility_seed_set: bool
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        rows = [
-            ("ε (training stage)", f"{self.epsilon:.4g}"),
-            ("ε (ledger, composed)", f"{self.epsilon_total:.4g} of {self.epsilon_budget:.4g}"),
-            ("δ", f"{self.delta:.3g}"),
-            ("noise multiplier σ", f"{self.noise_multiplier:.4g}"),
-            ("sampling probability q", f"{self.sampling_probability:.4g}"),
-            ("steps (taken / charged)", f"{self.steps_taken} / {self.num_steps}"),
-            ("privacy units N", f"{self.num_units} ({self.privacy_unit}s, public)"),
-            ("expected batch", f"{self.logical_batch_size} {self.privacy_unit}s"),
-            ("clip C", f"{self.per_example_max_grad_norm:g}"),
-            ("accountant", self.accountant),
-            ("adjacency", self.adjacency),
-            ("private", "yes" if self.private else "NO (DP disabled)"),
-        ]
-        width = max(len(k) for k, _ in rows)
-        lines = ["DP training privacy report"] + [f"  {k:<{width}}  {v}" for k, v in rows]
-        lines += [f"  note: {n}" for n in self.notes]
-        return "\n".join(lines)
 
 
 class _StepTicks(Dataset):
@@ -617,33 +566,9 @@ class DPSynthTrainer(Trainer):
 
     def privacy_report(self) -> TrainingPrivacyReport:
         """The training stage's guarantee, read from the ledger."""
-        p = self.plan
-        report = self.ledger.report()
-        charged = self.ledger.epsilon_spent(self._stage) if self._run_id is not None else self._epsilon_after(p.num_steps)
-        notes = [_NOT_PRIVATE_NOTE]
-        if self.args.dp_seed is not None:
-            notes.append("dp_seed was set: the sampling and noise are reproducible, which is for tests only.")
-        if p.noise_multiplier == 0:
-            notes.append("noise_multiplier=0: DP is disabled; this model carries no privacy guarantee.")
-        return TrainingPrivacyReport(
-            epsilon=charged,
-            epsilon_total=self.ledger.epsilon_spent(),
-            epsilon_budget=self.ledger.epsilon,
-            delta=p.delta,
-            noise_multiplier=p.noise_multiplier,
-            sampling_probability=p.sampling_probability,
-            num_steps=p.num_steps,
-            steps_taken=self.state.global_step,
-            num_units=p.num_units,
-            logical_batch_size=p.logical_batch_size,
-            per_example_max_grad_norm=p.per_example_max_grad_norm,
-            accountant=report.accountant or p.accountant,
-            privacy_unit=p.privacy_unit,
-            adjacency=report.adjacency,
-            private=report.private and p.noise_multiplier > 0,
-            reproducibility_seed_set=self.args.dp_seed is not None,
-            notes=tuple(notes),
-        )
+        charged = self.ledger.epsilon_spent(self._stage) if self._run_id is not None else self._epsilon_after(self.plan.num_steps)
+        return build_privacy_report(self.plan, self.ledger, epsilon=charged, steps_taken=self.state.global_step,
+                                    dp_seed_set=self.args.dp_seed is not None)
 
     # ------------------------------------------------------------------ sharing
     @property
