@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DP_STATE_FILE", "RunState", "charged_sigma_of_resumed_run", "checkpoint_charge", "data_fingerprint",
-    "holds_run_charge", "read_run_state", "refuse_forgetting_earlier_spend", "resumable_run_state",
+    "holds_run_charge", "new_run_secrets", "read_run_state", "refuse_forgetting_earlier_spend", "resumable_run_state",
     "write_run_state",
 ]
 
@@ -51,6 +52,18 @@ class RunState:
     data_fingerprint: str | None
     plan: dict[str, Any]
     """The run's :class:`~hf_dpsynth.training.plan.DPTrainingPlan`, as saved (a dict)."""
+
+
+def new_run_secrets(dp_seed: int | None, *, world_size: int) -> tuple[SecretSeeds, str]:
+    """A new run's secret seeds (OS entropy unless ``dp_seed``) and its id, the same on every rank."""
+    seeds = SecretSeeds.fresh(dp_seed)
+    # Every rank must share the secret seeds (same draw everywhere); rank 0's are broadcast.
+    if world_size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        payload = broadcast_object_list([seeds.sampling, seeds.noise, uuid.uuid4().hex])
+        return SecretSeeds(sampling=payload[0], noise=payload[1]), payload[2]
+    return seeds, uuid.uuid4().hex
 
 
 def data_fingerprint(examples: TokenizedExamples, offsets: np.ndarray) -> str:

@@ -11,8 +11,10 @@ One Trainer step is one logical DP-SGD step:
    expected batch size q·N;
 5. the Trainer's own optimizer and scheduler step as usual.
 
-The step count T and σ are fixed before training, and the ledger is charged for all T steps before
-the first one runs.
+The step count T and σ are fixed before training (:mod:`~hf_dpsynth.training.plan`), and the ledger
+is charged for all T steps before the first one runs. This module holds the Trainer overrides; the
+run's secrets and checkpoint state are in :mod:`~hf_dpsynth.training.run_state`, the callbacks in
+:mod:`~hf_dpsynth.training.callbacks`, the privacy report in :mod:`~hf_dpsynth.training.report`.
 """
 
 from __future__ import annotations
@@ -20,37 +22,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import os
-import uuid
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
+from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from hf_dpsynth.errors import (
-    CheckpointError,
-    DatasetError,
-    DPConfigError,
-    PrivacyBudgetExceededError,
-    UnsupportedModelError,
-)
-from hf_dpsynth.privacy import PrivacyLedger
-from hf_dpsynth.privacy.ledger import LEDGER_FILE
-from hf_dpsynth.training.config import DPSynthConfig, refuse_hub_uploads
 from hf_dpsynth.data.tokenize import IGNORE_INDEX, TokenizedExamples, tokenize_dataset
 from hf_dpsynth.data.units import build_privacy_units
+from hf_dpsynth.errors import CheckpointError, DatasetError, DPConfigError, PrivacyBudgetExceededError
+from hf_dpsynth.privacy import PrivacyLedger
+from hf_dpsynth.privacy.ledger import LEDGER_FILE
 from hf_dpsynth.training.batching import collate, plan_chunks, rank_share
+from hf_dpsynth.training.callbacks import DPProgressCallback, FirstStepCheck, refuse_private_selection
+from hf_dpsynth.training.config import DPSynthConfig, refuse_hub_uploads, unwrap_prepared
+from hf_dpsynth.training.grad_sample import ClippedSum, PerExampleGradients, validate_model, verify_against_autograd
 from hf_dpsynth.training.loss import per_example_causal_lm_loss
 from hf_dpsynth.training.plan import charge_metadata, epsilon_after, make_plan, resolve_ledger, training_event
-from hf_dpsynth.training.grad_sample import ClippedSum, PerExampleGradients, validate_model
 from hf_dpsynth.training.report import TrainingPrivacyReport, build_privacy_report
 from hf_dpsynth.training.run_state import (
-    RunState, charged_sigma_of_resumed_run, checkpoint_charge, data_fingerprint, holds_run_charge,
+    RunState, charged_sigma_of_resumed_run, checkpoint_charge, data_fingerprint, holds_run_charge, new_run_secrets,
     refuse_forgetting_earlier_spend, resumable_run_state, write_run_state,
 )
 from hf_dpsynth.training.sampler import PoissonSampler, SecretSeeds, dropout_seed, noise_generator
@@ -78,55 +73,6 @@ class _StepTicks(Dataset):
 
 def _collate_tick(batch: list[int]) -> dict[str, torch.Tensor]:
     return {"dp_step_tick": torch.tensor(batch[0])}
-
-
-class _DPProgressCallback(ProgressCallback):
-    """The usual progress bar, with ε spent so far shown at logging steps."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and self.training_bar is not None and logs and "epsilon" in logs:
-            self.training_bar.set_postfix(epsilon=f"{logs['epsilon']:.3g}")
-        return super().on_log(args, state, control, logs=logs, **kwargs)
-
-
-class _FirstStepCheck(TrainerCallback):
-    """After the first optimizer step: trainable weights changed, frozen ones did not (DP_CORRECTNESS 11)."""
-
-    def __init__(self, trainer: DPSynthTrainer):
-        self.trainer = trainer
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.trainer._check_first_step()
-
-
-def _frozen_checksum(model: torch.nn.Module) -> tuple[list[tuple[int, int]], list[float]]:
-    # Storage and version counter of every frozen weight (an in-place update bumps the version), and its
-    # fp64 sum: writes through `.data` bypass the version counter. No copy of the weights is kept.
-    frozen = [p for p in model.parameters() if not p.requires_grad]
-    return [(p.data_ptr(), p._version) for p in frozen], [float(torch.sum(p.detach(), dtype=torch.float64)) for p in frozen]
-
-
-def _unwrap_prepared(train_dataset: Any, args: DPSynthConfig) -> Any:
-    """The dataset inside a :class:`~hf_dpsynth.data.PreparedDataset`, once its privacy unit,
-    user column and cap agree with the config (a mismatch would train at another unit than the
-    one the data was bounded for)."""
-    from hf_dpsynth.data.prepare import PreparedDataset
-
-    if not isinstance(train_dataset, PreparedDataset):
-        return train_dataset
-    given = {"privacy_unit": args.privacy_unit, "user_id_column": args.user_id_column,
-             "max_examples_per_user": args.max_examples_per_user}
-    if args.privacy_unit == "example":
-        given.update(user_id_column=None, max_examples_per_user=None)
-    expected = train_dataset.training_kwargs()
-    if given != expected:
-        differ = {k: (given[k], expected[k]) for k in given if given[k] != expected[k]}
-        raise DPConfigError(
-            "The DPSynthConfig does not match how the data was prepared: "
-            + "; ".join(f"{k} is {g!r} in the config but {e!r} in the preparation" for k, (g, e) in differ.items())
-            + ". Pass **prepared.training_kwargs() to DPSynthConfig."
-        )
-    return train_dataset.dataset
 
 
 class DPSynthTrainer(Trainer):
@@ -181,7 +127,7 @@ class DPSynthTrainer(Trainer):
                 "own tokens only, which DPSynthTrainer computes itself."
             )
         for callback in kwargs.get("callbacks") or ():
-            _refuse_private_selection(callback)
+            refuse_private_selection(callback)
         if train_dataset is None:
             raise DatasetError("train_dataset= is required.")
         if ledger_stage not in (STAGE, "audit"):
@@ -198,7 +144,7 @@ class DPSynthTrainer(Trainer):
                 "pass ledger= and ledger_stage='audit'."
             )
         self._public_units = public_units
-        train_dataset = _unwrap_prepared(train_dataset, args)
+        train_dataset = unwrap_prepared(train_dataset, args)
         if args.n_gpu > 1:
             raise DPConfigError(
                 f"{args.n_gpu} GPUs in one process (DataParallel) would average per-device losses; launch one "
@@ -244,20 +190,19 @@ class DPSynthTrainer(Trainer):
         super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs)
         self.remove_callback(ProgressCallback)
         if not args.disable_tqdm:
-            self.add_callback(_DPProgressCallback)
-        self.add_callback(_FirstStepCheck(self))
+            self.add_callback(DPProgressCallback)
+        self._first_step_check = FirstStepCheck(self, self._trainable)
+        self.add_callback(self._first_step_check)
 
         self._seeds: SecretSeeds | None = None
         self._run_id: str | None = None
-        self._first_step_snapshot: tuple[list[torch.Tensor], Any, float] | None = None
-        self._snapshot_pending = False
         self._verify_pending = False
         self._steps_run: set[int] = set()
         self._epsilon_cache: dict[int, float] = {}
 
     def add_callback(self, callback):
         # Early stopping selects a checkpoint by a metric on (private) evaluation data: not DP.
-        _refuse_private_selection(callback)
+        refuse_private_selection(callback)
         return super().add_callback(callback)
 
     # ------------------------------------------------------------------ set-up
@@ -313,7 +258,7 @@ class DPSynthTrainer(Trainer):
             self.args.per_device_train_batch_size, p.noise_multiplier, p.per_example_max_grad_norm, p.num_steps,
             self.ledger.epsilon_spent(), self.ledger.epsilon, p.delta, p.accountant,
         )
-        self._snapshot_pending = True  # check the first optimizer step of this call (DP_CORRECTNESS 11)
+        self._first_step_check.arm()  # check the first optimizer step of this call (DP_CORRECTNESS 11)
         self._verify_pending = True  # check per-example gradients against autograd on the first chunk
         self._grads.attach()
         try:
@@ -323,17 +268,7 @@ class DPSynthTrainer(Trainer):
 
     def _start_run(self) -> None:
         """A new run: fresh secret randomness, and the whole schedule charged before step 1."""
-        seeds = SecretSeeds.fresh(self.args.dp_seed)
-        # Every rank must share the secret seeds (same draw everywhere); rank 0's are broadcast.
-        if self.args.world_size > 1:
-            from accelerate.utils import broadcast_object_list
-
-            payload = broadcast_object_list([seeds.sampling, seeds.noise, uuid.uuid4().hex])
-            seeds = SecretSeeds(sampling=payload[0], noise=payload[1])
-            self._run_id = payload[2]
-        else:
-            self._run_id = uuid.uuid4().hex
-        self._seeds = seeds
+        self._seeds, self._run_id = new_run_secrets(self.args.dp_seed, world_size=self.args.world_size)
         self._steps_run = set()
         self._charge_training()
 
@@ -423,13 +358,7 @@ class DPSynthTrainer(Trainer):
         """One logical DP-SGD step over the whole Poisson draw (``inputs`` is only a step tick)."""
         step = self.state.global_step
         self._claim_step(step)
-        if self._snapshot_pending:
-            self._snapshot_pending = False
-            self._first_step_snapshot = (
-                [t.param.detach().clone() for t in self._trainable],
-                _frozen_checksum(self.model),
-                max(group["lr"] for group in self.optimizer.param_groups),
-            )
+        self._first_step_check.snapshot()
         core = self.accelerator.unwrap_model(model)  # bypasses DDP's gradient averaging
         rank, world = self.args.process_index, self.args.world_size
         draw = PoissonSampler(
@@ -459,7 +388,7 @@ class DPSynthTrainer(Trainer):
                 per_example = self._grads.pop()
                 if self._verify_pending:
                     self._verify_pending = False
-                    self._verify_against_autograd(per_example)
+                    verify_against_autograd(self._trainable, per_example, low_precision=self.args.bf16)
                 clipped.accumulate(
                     per_example,
                     unit_slots=torch.as_tensor(chunk.unit_slots),
@@ -506,48 +435,6 @@ class DPSynthTrainer(Trainer):
         with self._grads.capture(batch_size=1):
             super().training_step(core, collate(pad, [0], pad_token_id=self._pad_token_id))
         self._grads.pop()
-
-    def _verify_against_autograd(self, per_example: dict[torch.nn.Parameter, torch.Tensor]) -> None:
-        """Per-example gradients must add up to autograd's gradient (checked on a run's first chunk).
-
-        Catches a trainable parameter with no per-example path (it would train on noise alone) and
-        models whose batch is not the first dimension of every linear layer's input.
-        """
-        low_precision = self.args.bf16
-        for t in self._trainable:
-            reference = t.param.grad
-            mine = per_example.get(t.param)
-            if reference is None:
-                continue
-            reference = reference.float()
-            if mine is None:
-                error = math.inf if float(reference.abs().max()) > 0 else 0.0
-            else:
-                error = float((mine.sum(dim=0) - reference).norm() / (reference.norm() + 1e-12))
-            if error > (5e-2 if low_precision else 1e-3):
-                raise UnsupportedModelError(
-                    f"The per-example gradients of {t.name!r} do not add up to its gradient (relative error "
-                    f"{error:.2g}): the parameter is used in a way the hooks do not see (e.g. peft target_parameters, "
-                    "a functional call, or a batch dimension that is not first). Its clipping would be wrong; freeze it "
-                    "or target standard linear layers."
-                )
-
-    def _check_first_step(self) -> None:
-        if self._first_step_snapshot is None:
-            return
-        before, frozen_before, lr = self._first_step_snapshot
-        self._first_step_snapshot = None
-        if lr > 0 and all(torch.equal(b, t.param) for b, t in zip(before, self._trainable)):
-            raise UnsupportedModelError(
-                f"No trainable weight changed in the first optimizer step although the learning rate was {lr:g}: "
-                "the optimizer does not see the adapter's parameters (device or peft ordering). Training would "
-                "spend the budget for nothing."
-            )
-        if _frozen_checksum(self.model) != frozen_before:
-            raise UnsupportedModelError(
-                "A frozen (non-trainable) weight changed in the first optimizer step: something other than DP-SGD "
-                "updates the model (weight decay on frozen weights, a callback, a tied parameter)."
-            )
 
     # ------------------------------------------------------------------ visibility
     def _epsilon_after(self, steps: int) -> float:
@@ -602,12 +489,4 @@ _SHARING_REFUSAL = (
     "DPSynthTrainer.{what} is not available: {why}. The trainer does not publish; the Hub paths with the "
     "release gates and the DP adapter card are in hf_dpsynth.hub: use {use}."
 )
-
-
-def _refuse_private_selection(callback: Any) -> None:
-    if isinstance(callback, EarlyStoppingCallback) or callback is EarlyStoppingCallback:
-        raise DPConfigError(
-            "EarlyStoppingCallback stops training by a metric on evaluation data; on private data that choice is "
-            "not differentially private (and the full schedule is charged anyway). Train for a fixed schedule."
-        )
 
