@@ -9,8 +9,8 @@ from hf_dpsynth._lazy import lazy_exports
 _LAZY = {
     "DPSynthConfig": "hf_dpsynth.training.config",
     "DPSynthTrainer": "hf_dpsynth.training.trainer",
-    "DPTrainingPlan": "hf_dpsynth.training.trainer",
-    "TrainingPrivacyReport": "hf_dpsynth.training.trainer",
+    "DPTrainingPlan": "hf_dpsynth.training.plan",
+    "TrainingPrivacyReport": "hf_dpsynth.training.report",
 }
 __all__ = ["DPSynthConfig", "DPSynthTrainer", "DPTrainingPlan", "TrainingPrivacyReport"]
 

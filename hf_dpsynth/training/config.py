@@ -1,10 +1,12 @@
-"""``DPSynthConfig``: ``transformers.TrainingArguments`` plus the DP-SGD settings."""
+"""``DPSynthConfig``: ``transformers.TrainingArguments`` plus the DP-SGD settings; with the refusal of
+Hub uploads (:func:`refuse_hub_uploads`) and the check of a prepared dataset against it
+(:func:`unwrap_prepared`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from transformers import TrainingArguments
 
@@ -198,3 +200,26 @@ class DPSynthConfig(TrainingArguments):
                 )
         if self.max_length < 2:
             raise DPConfigError(f"max_length must be at least 2 tokens; got {self.max_length}.")
+
+
+def unwrap_prepared(train_dataset: Any, args: DPSynthConfig) -> Any:
+    """The dataset inside a :class:`~hf_dpsynth.data.PreparedDataset`, once its privacy unit,
+    user column and cap agree with the config (a mismatch would train at another unit than the
+    one the data was bounded for)."""
+    from hf_dpsynth.data.prepare import PreparedDataset
+
+    if not isinstance(train_dataset, PreparedDataset):
+        return train_dataset
+    given = {"privacy_unit": args.privacy_unit, "user_id_column": args.user_id_column,
+             "max_examples_per_user": args.max_examples_per_user}
+    if args.privacy_unit == "example":
+        given.update(user_id_column=None, max_examples_per_user=None)
+    expected = train_dataset.training_kwargs()
+    if given != expected:
+        differ = {k: (given[k], expected[k]) for k in given if given[k] != expected[k]}
+        raise DPConfigError(
+            "The DPSynthConfig does not match how the data was prepared: "
+            + "; ".join(f"{k} is {g!r} in the config but {e!r} in the preparation" for k, (g, e) in differ.items())
+            + ". Pass **prepared.training_kwargs() to DPSynthConfig."
+        )
+    return train_dataset.dataset

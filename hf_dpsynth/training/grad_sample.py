@@ -11,11 +11,13 @@ the training dtype.
 Gradient checkpointing is supported: each forward call registers a gradient hook on *its own*
 output tensor together with *its own* input, so a recomputed forward pass never double counts (the
 hooks of the discarded pass never fire) and a module called twice accumulates both calls.
+:func:`verify_against_autograd` checks, on a run's first chunk, that they add up to autograd's gradient.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -265,3 +267,30 @@ class ClippedSum:
             out = self._sum
         self._sum = None
         return [t / expected_batch_size for t in out]
+
+
+def verify_against_autograd(
+    trainable: list[TrainableParameter], per_example: dict[nn.Parameter, torch.Tensor], *, low_precision: bool
+) -> None:
+    """Per-example gradients must add up to autograd's gradient (checked on a run's first chunk).
+
+    Catches a trainable parameter with no per-example path (it would train on noise alone) and
+    models whose batch is not the first dimension of every linear layer's input.
+    """
+    for t in trainable:
+        reference = t.param.grad
+        mine = per_example.get(t.param)
+        if reference is None:
+            continue
+        reference = reference.float()
+        if mine is None:
+            error = math.inf if float(reference.abs().max()) > 0 else 0.0
+        else:
+            error = float((mine.sum(dim=0) - reference).norm() / (reference.norm() + 1e-12))
+        if error > (5e-2 if low_precision else 1e-3):
+            raise UnsupportedModelError(
+                f"The per-example gradients of {t.name!r} do not add up to its gradient (relative error "
+                f"{error:.2g}): the parameter is used in a way the hooks do not see (e.g. peft target_parameters, "
+                "a functional call, or a batch dimension that is not first). Its clipping would be wrong; freeze it "
+                "or target standard linear layers."
+            )

@@ -11,48 +11,43 @@ One Trainer step is one logical DP-SGD step:
    expected batch size q·N;
 5. the Trainer's own optimizer and scheduler step as usual.
 
-The step count T and σ are fixed before training, and the ledger is charged for all T steps before
-the first one runs.
+The step count T and σ are fixed before training (:mod:`~hf_dpsynth.training.plan`), and the ledger
+is charged for all T steps before the first one runs. This module holds the Trainer overrides; the
+run's secrets and checkpoint state are in :mod:`~hf_dpsynth.training.run_state`, the callbacks in
+:mod:`~hf_dpsynth.training.callbacks`, the privacy report in :mod:`~hf_dpsynth.training.report`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
-import math
 import os
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
+from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from hf_dpsynth._io import atomic_write_json
-from hf_dpsynth.errors import (
-    CheckpointError,
-    DatasetError,
-    DPConfigError,
-    InvalidPrivacyParameterError,
-    PrivacyBudgetExceededError,
-    PrivacyUnitMismatchError,
-    UnsupportedModelError,
-)
-from hf_dpsynth.privacy import PrivacyLedger, compute_epsilon, default_delta, dpsgd_event
-from hf_dpsynth.privacy.ledger import LEDGER_FILE
-from hf_dpsynth.training.config import DPSynthConfig, refuse_hub_uploads
 from hf_dpsynth.data.tokenize import IGNORE_INDEX, TokenizedExamples, tokenize_dataset
 from hf_dpsynth.data.units import build_privacy_units
+from hf_dpsynth.errors import CheckpointError, DatasetError, DPConfigError, PrivacyBudgetExceededError
+from hf_dpsynth.privacy import PrivacyLedger
+from hf_dpsynth.privacy.ledger import LEDGER_FILE
 from hf_dpsynth.training.batching import collate, plan_chunks, rank_share
+from hf_dpsynth.training.callbacks import DPProgressCallback, FirstStepCheck, refuse_private_selection
+from hf_dpsynth.training.config import DPSynthConfig, refuse_hub_uploads, unwrap_prepared
+from hf_dpsynth.training.grad_sample import ClippedSum, PerExampleGradients, validate_model, verify_against_autograd
 from hf_dpsynth.training.loss import per_example_causal_lm_loss
-from hf_dpsynth.training.grad_sample import ClippedSum, PerExampleGradients, validate_model
+from hf_dpsynth.training.plan import charge_metadata, epsilon_after, make_plan, resolve_ledger, training_event
+from hf_dpsynth.training.report import TrainingPrivacyReport, build_privacy_report
+from hf_dpsynth.training.run_state import (
+    RunState, charged_sigma_of_resumed_run, checkpoint_charge, data_fingerprint, holds_run_charge, new_run_secrets,
+    refuse_forgetting_earlier_spend, resumable_run_state, write_run_state,
+)
 from hf_dpsynth.training.sampler import PoissonSampler, SecretSeeds, dropout_seed, noise_generator
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,80 +56,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 STAGE = "training"
-DP_STATE_FILE = "dp_state.json"
-_NOT_PRIVATE_NOTE = (
-    "Logged training losses, gradient norms and evaluation metrics are computed on private data "
-    "without DP: they are for the data owner and are not covered by the guarantee."
-)
-
-
-@dataclass(frozen=True)
-class DPTrainingPlan:
-    """Everything derived before training (never written back into the user's config)."""
-
-    num_units: int
-    num_examples: int
-    logical_batch_size: int
-    sampling_probability: float
-    num_steps: int
-    steps_per_epoch: int
-    noise_multiplier: float
-    per_example_max_grad_norm: float
-    delta: float
-    privacy_unit: str
-    accountant: str
-
-    @property
-    def expected_batch_size(self) -> float:
-        return self.sampling_probability * self.num_units
-
-
-@dataclass(frozen=True)
-class TrainingPrivacyReport:
-    """What ``trainer.privacy_report()`` returns: the training stage's guarantee, from the ledger."""
-
-    epsilon: float
-    """ε of the training stage alone (all T charged steps)."""
-    epsilon_total: float
-    """ε composed over everything charged to the ledger (histograms, training, ...)."""
-    epsilon_budget: float
-    delta: float
-    noise_multiplier: float
-    sampling_probability: float
-    num_steps: int
-    steps_taken: int
-    num_units: int
-    logical_batch_size: int
-    per_example_max_grad_norm: float
-    accountant: str
-    privacy_unit: str
-    adjacency: str
-    private: bool
-    reproducibility_seed_set: bool
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        rows = [
-            ("ε (training stage)", f"{self.epsilon:.4g}"),
-            ("ε (ledger, composed)", f"{self.epsilon_total:.4g} of {self.epsilon_budget:.4g}"),
-            ("δ", f"{self.delta:.3g}"),
-            ("noise multiplier σ", f"{self.noise_multiplier:.4g}"),
-            ("sampling probability q", f"{self.sampling_probability:.4g}"),
-            ("steps (taken / charged)", f"{self.steps_taken} / {self.num_steps}"),
-            ("privacy units N", f"{self.num_units} ({self.privacy_unit}s, public)"),
-            ("expected batch", f"{self.logical_batch_size} {self.privacy_unit}s"),
-            ("clip C", f"{self.per_example_max_grad_norm:g}"),
-            ("accountant", self.accountant),
-            ("adjacency", self.adjacency),
-            ("private", "yes" if self.private else "NO (DP disabled)"),
-        ]
-        width = max(len(k) for k, _ in rows)
-        lines = ["DP training privacy report"] + [f"  {k:<{width}}  {v}" for k, v in rows]
-        lines += [f"  note: {n}" for n in self.notes]
-        return "\n".join(lines)
 
 
 class _StepTicks(Dataset):
@@ -152,55 +73,6 @@ class _StepTicks(Dataset):
 
 def _collate_tick(batch: list[int]) -> dict[str, torch.Tensor]:
     return {"dp_step_tick": torch.tensor(batch[0])}
-
-
-class _DPProgressCallback(ProgressCallback):
-    """The usual progress bar, with ε spent so far shown at logging steps."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and self.training_bar is not None and logs and "epsilon" in logs:
-            self.training_bar.set_postfix(epsilon=f"{logs['epsilon']:.3g}")
-        return super().on_log(args, state, control, logs=logs, **kwargs)
-
-
-class _FirstStepCheck(TrainerCallback):
-    """After the first optimizer step: trainable weights changed, frozen ones did not (DP_CORRECTNESS 11)."""
-
-    def __init__(self, trainer: DPSynthTrainer):
-        self.trainer = trainer
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.trainer._check_first_step()
-
-
-def _frozen_checksum(model: torch.nn.Module) -> tuple[list[tuple[int, int]], list[float]]:
-    # Storage and version counter of every frozen weight (an in-place update bumps the version), and its
-    # fp64 sum: writes through `.data` bypass the version counter. No copy of the weights is kept.
-    frozen = [p for p in model.parameters() if not p.requires_grad]
-    return [(p.data_ptr(), p._version) for p in frozen], [float(torch.sum(p.detach(), dtype=torch.float64)) for p in frozen]
-
-
-def _unwrap_prepared(train_dataset: Any, args: DPSynthConfig) -> Any:
-    """The dataset inside a :class:`~hf_dpsynth.data.PreparedDataset`, once its privacy unit,
-    user column and cap agree with the config (a mismatch would train at another unit than the
-    one the data was bounded for)."""
-    from hf_dpsynth.data.prepare import PreparedDataset
-
-    if not isinstance(train_dataset, PreparedDataset):
-        return train_dataset
-    given = {"privacy_unit": args.privacy_unit, "user_id_column": args.user_id_column,
-             "max_examples_per_user": args.max_examples_per_user}
-    if args.privacy_unit == "example":
-        given.update(user_id_column=None, max_examples_per_user=None)
-    expected = train_dataset.training_kwargs()
-    if given != expected:
-        differ = {k: (given[k], expected[k]) for k in given if given[k] != expected[k]}
-        raise DPConfigError(
-            "The DPSynthConfig does not match how the data was prepared: "
-            + "; ".join(f"{k} is {g!r} in the config but {e!r} in the preparation" for k, (g, e) in differ.items())
-            + ". Pass **prepared.training_kwargs() to DPSynthConfig."
-        )
-    return train_dataset.dataset
 
 
 class DPSynthTrainer(Trainer):
@@ -255,7 +127,7 @@ class DPSynthTrainer(Trainer):
                 "own tokens only, which DPSynthTrainer computes itself."
             )
         for callback in kwargs.get("callbacks") or ():
-            _refuse_private_selection(callback)
+            refuse_private_selection(callback)
         if train_dataset is None:
             raise DatasetError("train_dataset= is required.")
         if ledger_stage not in (STAGE, "audit"):
@@ -272,7 +144,7 @@ class DPSynthTrainer(Trainer):
                 "pass ledger= and ledger_stage='audit'."
             )
         self._public_units = public_units
-        train_dataset = _unwrap_prepared(train_dataset, args)
+        train_dataset = unwrap_prepared(train_dataset, args)
         if args.n_gpu > 1:
             raise DPConfigError(
                 f"{args.n_gpu} GPUs in one process (DataParallel) would average per-device losses; launch one "
@@ -310,27 +182,27 @@ class DPSynthTrainer(Trainer):
             )
         if public_units >= n:
             raise DPConfigError(f"public_units={public_units} leaves no private unit among the N = {n} training units.")
-        self._data_fingerprint = _fingerprint(examples, units.offsets)
-        self.ledger = self._resolve_ledger(args, ledger, n - public_units)
-        self.plan = self._make_plan(args, n, len(self._examples))
+        self._data_fingerprint = data_fingerprint(examples, units.offsets)
+        self.ledger = resolve_ledger(args, ledger, n - public_units)
+        self.plan = make_plan(args, n, len(self._examples), ledger=self.ledger, stage=self._stage,
+                              charged_sigma=charged_sigma_of_resumed_run(args.resume_from_checkpoint, self.ledger, self._stage))
 
         super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs)
         self.remove_callback(ProgressCallback)
         if not args.disable_tqdm:
-            self.add_callback(_DPProgressCallback)
-        self.add_callback(_FirstStepCheck(self))
+            self.add_callback(DPProgressCallback)
+        self._first_step_check = FirstStepCheck(self, self._trainable)
+        self.add_callback(self._first_step_check)
 
         self._seeds: SecretSeeds | None = None
         self._run_id: str | None = None
-        self._first_step_snapshot: tuple[list[torch.Tensor], Any, float] | None = None
-        self._snapshot_pending = False
         self._verify_pending = False
         self._steps_run: set[int] = set()
         self._epsilon_cache: dict[int, float] = {}
 
     def add_callback(self, callback):
         # Early stopping selects a checkpoint by a metric on (private) evaluation data: not DP.
-        _refuse_private_selection(callback)
+        refuse_private_selection(callback)
         return super().add_callback(callback)
 
     # ------------------------------------------------------------------ set-up
@@ -349,113 +221,6 @@ class DPSynthTrainer(Trainer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return get_peft_model(model, peft_config)
-
-    @staticmethod
-    def _resolve_ledger(args: DPSynthConfig, ledger: PrivacyLedger | None, n: int) -> PrivacyLedger:
-        if ledger is not None:
-            if args.target_epsilon is not None or args.target_delta is not None:
-                raise DPConfigError(
-                    "target_epsilon/target_delta must be unset when a ledger is given: the ledger holds the "
-                    "budget and δ of the whole release (its 'training' share is what training may spend)."
-                )
-            if ledger.privacy_unit != args.privacy_unit:
-                raise PrivacyUnitMismatchError(
-                    f"The ledger protects privacy_unit={ledger.privacy_unit!r} but training is configured with "
-                    f"privacy_unit={args.privacy_unit!r}; one release composes at one unit only."
-                )
-            if ledger.num_units is None:
-                raise PrivacyUnitMismatchError(
-                    f"The ledger has no num_units; create it with num_units={n} (the number of "
-                    f"{args.privacy_unit}s in the training data) so that δ < 1/N can be checked and N reported."
-                )
-            if ledger.num_units != n:
-                raise PrivacyUnitMismatchError(
-                    f"The ledger was created for N = {ledger.num_units} {args.privacy_unit}s but the training data "
-                    f"has N = {n} after contribution bounding; create the ledger with num_units={n}."
-                )
-            return ledger
-        delta = args.target_delta if args.target_delta is not None else default_delta(n)
-        if not delta < 1.0 / n:
-            raise InvalidPrivacyParameterError(
-                f"target_delta must be below 1/N = {1 / n:.3g} for N = {n} {args.privacy_unit}s; got {delta:g}. "
-                f"A common choice is 1/(N·ln N) = {default_delta(n):.3g} (the default)."
-            )
-        if args.target_epsilon is not None:
-            epsilon = args.target_epsilon
-        elif args.noise_multiplier is None:
-            raise DPConfigError(
-                "Give target_epsilon= (σ is then calibrated), noise_multiplier= (ε follows from it), a shared "
-                "ledger=, or noise_multiplier=0 to train without DP (reported as non-private)."
-            )
-        elif args.noise_multiplier == 0:
-            epsilon = math.inf
-        else:  # σ given: the budget is exactly what this schedule spends
-            q = args.logical_batch_size / n
-            event = dpsgd_event(
-                noise_multiplier=args.noise_multiplier, sampling_probability=q, num_steps=_num_steps(args, n)
-            )
-            epsilon = compute_epsilon(event, delta=delta, accountant=args.accountant)
-        return PrivacyLedger(
-            epsilon=epsilon, delta=delta, privacy_unit=args.privacy_unit, num_units=n, accountant=args.accountant
-        )
-
-    def _charged_sigma_of_resumed_run(self, args: DPSynthConfig) -> float | None:
-        """σ of the run in ``args.resume_from_checkpoint`` when this ledger already holds its charge.
-
-        The checkpoint's settings and data are still checked against this run when training
-        resumes (:meth:`_restore_run`); here only σ is taken, instead of calibrating again on a
-        ledger whose stage budget that very run already spent.
-        """
-        checkpoint = args.resume_from_checkpoint
-        if not checkpoint:
-            return None
-        path = os.path.join(str(checkpoint), DP_STATE_FILE)
-        if not os.path.isfile(path):
-            return None
-        with open(path, encoding="utf-8") as fh:
-            state = json.load(fh)
-        charged = any(
-            c.stage == self._stage and (c.metadata or {}).get("run_id") == state.get("run_id") for c in self.ledger.charges
-        )
-        return float(state["plan"]["noise_multiplier"]) if charged else None
-
-    def _make_plan(self, args: DPSynthConfig, n: int, num_examples: int) -> DPTrainingPlan:
-        q = args.logical_batch_size / n
-        steps_per_epoch = _steps_per_epoch(args, n)
-        num_steps = _num_steps(args, n)
-        charged_sigma = self._charged_sigma_of_resumed_run(args)
-        if charged_sigma is not None:
-            # Resuming a run this ledger already charged: its σ is fixed, and its spend is recorded.
-            sigma = charged_sigma
-        elif args.noise_multiplier is not None:
-            sigma = float(args.noise_multiplier)
-        else:
-            sigma = self.ledger.calibrate(self._stage, sampling_probability=q, num_steps=num_steps)
-        event = dpsgd_event(noise_multiplier=sigma, sampling_probability=q, num_steps=num_steps)
-        if charged_sigma is None and sigma > 0 and self.ledger.would_exceed(self._stage, event):
-            raise InvalidPrivacyParameterError(
-                f"noise_multiplier={sigma:g} for {num_steps} steps at q = {q:.4g} would exceed the ledger's "
-                f"budget for stage '{self._stage}' (remaining ε = {self.ledger.remaining(self._stage):.4g}). Raise σ, take "
-                "fewer steps, or leave noise_multiplier unset to calibrate it."
-            )
-        if sigma == 0 and math.isfinite(self.ledger.epsilon):
-            raise InvalidPrivacyParameterError(
-                "noise_multiplier=0 disables DP (ε = ∞), but the ledger has a finite budget "
-                f"(ε = {self.ledger.epsilon:g}); a non-private run needs a ledger with epsilon=math.inf."
-            )
-        return DPTrainingPlan(
-            num_units=n,
-            num_examples=num_examples,
-            logical_batch_size=args.logical_batch_size,
-            sampling_probability=q,
-            num_steps=num_steps,
-            steps_per_epoch=steps_per_epoch,
-            noise_multiplier=sigma,
-            per_example_max_grad_norm=args.per_example_max_grad_norm,
-            delta=self.ledger.delta,
-            privacy_unit=args.privacy_unit,
-            accountant=self.ledger.accountant or args.accountant,
-        )
 
     # ------------------------------------------------------------------ the Trainer's data path
     def get_train_dataloader(self) -> DataLoader:
@@ -493,7 +258,7 @@ class DPSynthTrainer(Trainer):
             self.args.per_device_train_batch_size, p.noise_multiplier, p.per_example_max_grad_norm, p.num_steps,
             self.ledger.epsilon_spent(), self.ledger.epsilon, p.delta, p.accountant,
         )
-        self._snapshot_pending = True  # check the first optimizer step of this call (DP_CORRECTNESS 11)
+        self._first_step_check.arm()  # check the first optimizer step of this call (DP_CORRECTNESS 11)
         self._verify_pending = True  # check per-example gradients against autograd on the first chunk
         self._grads.attach()
         try:
@@ -501,36 +266,9 @@ class DPSynthTrainer(Trainer):
         finally:
             self._grads.detach()
 
-    def _training_event(self):
-        p = self.plan
-        return dpsgd_event(noise_multiplier=p.noise_multiplier, sampling_probability=p.sampling_probability, num_steps=p.num_steps)
-
-    def _charge_metadata(self) -> dict[str, Any]:
-        p = self.plan
-        return {
-            "mechanism": "DP-SGD (Poisson-subsampled Gaussian)",
-            "noise_multiplier": p.noise_multiplier,
-            "sampling_probability": p.sampling_probability,
-            "num_steps": p.num_steps,
-            "per_example_max_grad_norm": p.per_example_max_grad_norm,
-            "logical_batch_size": p.logical_batch_size,
-            "run_id": self._run_id,
-            **({"public_units": self._public_units} if self._public_units else {}),
-        }
-
     def _start_run(self) -> None:
         """A new run: fresh secret randomness, and the whole schedule charged before step 1."""
-        seeds = SecretSeeds.fresh(self.args.dp_seed)
-        # Every rank must share the secret seeds (same draw everywhere); rank 0's are broadcast.
-        if self.args.world_size > 1:
-            from accelerate.utils import broadcast_object_list
-
-            payload = broadcast_object_list([seeds.sampling, seeds.noise, uuid.uuid4().hex])
-            seeds = SecretSeeds(sampling=payload[0], noise=payload[1])
-            self._run_id = payload[2]
-        else:
-            self._run_id = uuid.uuid4().hex
-        self._seeds = seeds
+        self._seeds, self._run_id = new_run_secrets(self.args.dp_seed, world_size=self.args.world_size)
         self._steps_run = set()
         self._charge_training()
 
@@ -543,10 +281,10 @@ class DPSynthTrainer(Trainer):
         self._bind_ledger()
         self.ledger.charge(
             self._stage,
-            self._training_event(),
+            training_event(self.plan),
             privacy_unit=self.plan.privacy_unit,
             num_units=self.plan.num_units - self._public_units,
-            metadata=self._charge_metadata(),
+            metadata=charge_metadata(self.plan, run_id=self._run_id, public_units=self._public_units),
         )
         self._adopt_ledger_accountant()
 
@@ -561,75 +299,26 @@ class DPSynthTrainer(Trainer):
         if self.ledger.path is not None or not self.args.should_save:
             return
         path = os.path.join(self.args.output_dir, LEDGER_FILE)
-        self._refuse_forgetting_earlier_spend(path)
+        refuse_forgetting_earlier_spend(self.ledger, path, stage=self._stage, run_id=self._run_id)
         os.makedirs(self.args.output_dir, exist_ok=True)
         self.ledger.bind(path)
 
-    def _refuse_forgetting_earlier_spend(self, path: str) -> None:
-        """Refuse to charge when the ledger at ``path`` holds charges this trainer's ledger does not.
-
-        Called before every charge (a new run, or a resumed run re-recorded into a fresh ledger), so
-        neither the in-memory ledger nor the file is touched when it refuses. This run's own training
-        charge counts as held: re-recording it is what a resume with a fresh ledger does.
-        """
-        if not os.path.isfile(path):
-            return
-        earlier = PrivacyLedger.load(path)
-        mine = {_charge_key(c) for c in self.ledger.charges} | {(self._stage, self._run_id)}
-        missing = [c for c in earlier.charges if _charge_key(c) not in mine]
-        if missing:
-            stages = sorted({c.stage for c in missing})
-            raise CheckpointError(
-                f"{path} records an earlier run whose ledger spent ε = {earlier.epsilon_spent():.4g} on the same "
-                f"data, with {len(missing)} charge(s) (stages {stages}) that this trainer's ledger does not hold. "
-                "Writing this trainer's ledger in its place would forget that spend. Pass "
-                "ledger=PrivacyLedger.open(path) (to resume that run, or to charge a new run on top of it), or "
-                "use another output_dir for unrelated data."
-            )
-
     def _restore_run(self, checkpoint: str) -> None:
         """Continue a charged run from a checkpoint: same secrets, same schedule, no new charge."""
-        path = os.path.join(checkpoint, DP_STATE_FILE)
-        if not os.path.isfile(path):
-            raise CheckpointError(
-                f"{checkpoint} has no {DP_STATE_FILE}: without the run's sampling and noise state, resuming would "
-                "replay or redraw noise that was already charged. Start a new run (it is charged again), or resume "
-                "from a checkpoint written by DPSynthTrainer."
-            )
-        with open(path, encoding="utf-8") as fh:
-            state = json.load(fh)
-        saved = state["plan"]
-        mine = asdict(self.plan)
-        differing = sorted(k for k in saved if k != "accountant" and saved[k] != mine.get(k))
-        if differing:
-            raise CheckpointError(
-                f"The checkpoint {checkpoint} was written by a run with different DP settings "
-                f"({', '.join(f'{k}: {saved[k]} -> {mine.get(k)}' for k in differing)}); a resumed run must "
-                "continue the charged schedule exactly. Use the original configuration, or start a new run."
-            )
-        if state.get("data_fingerprint") != self._data_fingerprint:
-            raise CheckpointError(
-                f"The checkpoint {checkpoint} was written while training on different data (after tokenisation and "
-                "contribution bounding). Resuming would reuse the run's draws and noise on other data, and two such "
-                "models together cancel the noise. Resume with the original data, or start a new run."
-            )
-        self._seeds = SecretSeeds(sampling=int(state["sampling_seed"]), noise=int(state["noise_seed"]))
-        self._run_id = state["run_id"]
+        state = resumable_run_state(checkpoint, self.plan, self._data_fingerprint)
+        self._seeds = state.seeds
+        self._run_id = state.run_id
         # Steps after the checkpoint re-run from the checkpoint's state: the same computation, nothing new.
-        self._steps_run = set(range(int(state["global_step"])))
-        already = any(
-            c.stage == self._stage and (c.metadata or {}).get("run_id") == self._run_id for c in self.ledger.charges
-        )
-        if not already:
+        self._steps_run = set(range(state.global_step))
+        if not holds_run_charge(self.ledger, self._stage, self._run_id):
             # A fresh process with a fresh ledger: the interrupted run's charge is re-recorded (not
             # re-spent), with its id, so the ledger shows what this release really spent; refused if the
             # checkpoint's ledger (or output_dir's, checked when the ledger is bound) knew of other charges.
             saved = os.path.join(checkpoint, LEDGER_FILE)
-            self._refuse_forgetting_earlier_spend(saved)
-            earlier = [c for c in (PrivacyLedger.load(saved).charges if os.path.isfile(saved) else ())
-                       if c.stage == self._stage and (c.metadata or {}).get("run_id") == self._run_id]
-            if earlier:
-                self.ledger.record(earlier[-1])
+            refuse_forgetting_earlier_spend(self.ledger, saved, stage=self._stage, run_id=self._run_id)
+            earlier = checkpoint_charge(checkpoint, self._stage, self._run_id)
+            if earlier is not None:
+                self.ledger.record(earlier)
                 self._adopt_ledger_accountant()
                 self._bind_ledger()
             else:
@@ -641,18 +330,10 @@ class DPSynthTrainer(Trainer):
         if self.args.should_save and self._seeds is not None:
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             os.makedirs(folder, exist_ok=True)
-            state = {
-                "format": 1,
-                "warning": "PRIVATE: the secret seeds of a DP training run. Never publish this folder.",
-                "run_id": self._run_id,
-                "sampling_seed": str(self._seeds.sampling),
-                "noise_seed": str(self._seeds.noise),
-                "global_step": self.state.global_step,
-                "data_fingerprint": self._data_fingerprint,
-                "plan": asdict(self.plan),
-            }
-            atomic_write_json(os.path.join(folder, DP_STATE_FILE), state)
-            self.ledger.save(os.path.join(folder, LEDGER_FILE))
+            write_run_state(folder, RunState(
+                run_id=self._run_id, seeds=self._seeds, global_step=self.state.global_step,
+                data_fingerprint=self._data_fingerprint, plan=asdict(self.plan),
+            ), self.ledger)
         return super()._save_checkpoint(model, trial)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -677,13 +358,7 @@ class DPSynthTrainer(Trainer):
         """One logical DP-SGD step over the whole Poisson draw (``inputs`` is only a step tick)."""
         step = self.state.global_step
         self._claim_step(step)
-        if self._snapshot_pending:
-            self._snapshot_pending = False
-            self._first_step_snapshot = (
-                [t.param.detach().clone() for t in self._trainable],
-                _frozen_checksum(self.model),
-                max(group["lr"] for group in self.optimizer.param_groups),
-            )
+        self._first_step_check.snapshot()
         core = self.accelerator.unwrap_model(model)  # bypasses DDP's gradient averaging
         rank, world = self.args.process_index, self.args.world_size
         draw = PoissonSampler(
@@ -713,7 +388,7 @@ class DPSynthTrainer(Trainer):
                 per_example = self._grads.pop()
                 if self._verify_pending:
                     self._verify_pending = False
-                    self._verify_against_autograd(per_example)
+                    verify_against_autograd(self._trainable, per_example, low_precision=self.args.bf16)
                 clipped.accumulate(
                     per_example,
                     unit_slots=torch.as_tensor(chunk.unit_slots),
@@ -761,59 +436,12 @@ class DPSynthTrainer(Trainer):
             super().training_step(core, collate(pad, [0], pad_token_id=self._pad_token_id))
         self._grads.pop()
 
-    def _verify_against_autograd(self, per_example: dict[torch.nn.Parameter, torch.Tensor]) -> None:
-        """Per-example gradients must add up to autograd's gradient (checked on a run's first chunk).
-
-        Catches a trainable parameter with no per-example path (it would train on noise alone) and
-        models whose batch is not the first dimension of every linear layer's input.
-        """
-        low_precision = self.args.bf16
-        for t in self._trainable:
-            reference = t.param.grad
-            mine = per_example.get(t.param)
-            if reference is None:
-                continue
-            reference = reference.float()
-            if mine is None:
-                error = math.inf if float(reference.abs().max()) > 0 else 0.0
-            else:
-                error = float((mine.sum(dim=0) - reference).norm() / (reference.norm() + 1e-12))
-            if error > (5e-2 if low_precision else 1e-3):
-                raise UnsupportedModelError(
-                    f"The per-example gradients of {t.name!r} do not add up to its gradient (relative error "
-                    f"{error:.2g}): the parameter is used in a way the hooks do not see (e.g. peft target_parameters, "
-                    "a functional call, or a batch dimension that is not first). Its clipping would be wrong; freeze it "
-                    "or target standard linear layers."
-                )
-
-    def _check_first_step(self) -> None:
-        if self._first_step_snapshot is None:
-            return
-        before, frozen_before, lr = self._first_step_snapshot
-        self._first_step_snapshot = None
-        if lr > 0 and all(torch.equal(b, t.param) for b, t in zip(before, self._trainable)):
-            raise UnsupportedModelError(
-                f"No trainable weight changed in the first optimizer step although the learning rate was {lr:g}: "
-                "the optimizer does not see the adapter's parameters (device or peft ordering). Training would "
-                "spend the budget for nothing."
-            )
-        if _frozen_checksum(self.model) != frozen_before:
-            raise UnsupportedModelError(
-                "A frozen (non-trainable) weight changed in the first optimizer step: something other than DP-SGD "
-                "updates the model (weight decay on frozen weights, a callback, a tied parameter)."
-            )
-
     # ------------------------------------------------------------------ visibility
     def _epsilon_after(self, steps: int) -> float:
         """ε of the training stage had it stopped after ``steps`` steps (cached; off the hot path)."""
         steps = min(steps, self.plan.num_steps)
         if steps not in self._epsilon_cache:
-            p = self.plan
-            if steps == 0:
-                self._epsilon_cache[steps] = 0.0
-            else:
-                event = dpsgd_event(noise_multiplier=p.noise_multiplier, sampling_probability=p.sampling_probability, num_steps=steps)
-                self._epsilon_cache[steps] = compute_epsilon(event, delta=p.delta, accountant=p.accountant)
+            self._epsilon_cache[steps] = epsilon_after(self.plan, steps)
         return self._epsilon_cache[steps]
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -825,33 +453,9 @@ class DPSynthTrainer(Trainer):
 
     def privacy_report(self) -> TrainingPrivacyReport:
         """The training stage's guarantee, read from the ledger."""
-        p = self.plan
-        report = self.ledger.report()
-        charged = self.ledger.epsilon_spent(self._stage) if self._run_id is not None else self._epsilon_after(p.num_steps)
-        notes = [_NOT_PRIVATE_NOTE]
-        if self.args.dp_seed is not None:
-            notes.append("dp_seed was set: the sampling and noise are reproducible, which is for tests only.")
-        if p.noise_multiplier == 0:
-            notes.append("noise_multiplier=0: DP is disabled; this model carries no privacy guarantee.")
-        return TrainingPrivacyReport(
-            epsilon=charged,
-            epsilon_total=self.ledger.epsilon_spent(),
-            epsilon_budget=self.ledger.epsilon,
-            delta=p.delta,
-            noise_multiplier=p.noise_multiplier,
-            sampling_probability=p.sampling_probability,
-            num_steps=p.num_steps,
-            steps_taken=self.state.global_step,
-            num_units=p.num_units,
-            logical_batch_size=p.logical_batch_size,
-            per_example_max_grad_norm=p.per_example_max_grad_norm,
-            accountant=report.accountant or p.accountant,
-            privacy_unit=p.privacy_unit,
-            adjacency=report.adjacency,
-            private=report.private and p.noise_multiplier > 0,
-            reproducibility_seed_set=self.args.dp_seed is not None,
-            notes=tuple(notes),
-        )
+        charged = self.ledger.epsilon_spent(self._stage) if self._run_id is not None else self._epsilon_after(self.plan.num_steps)
+        return build_privacy_report(self.plan, self.ledger, epsilon=charged, steps_taken=self.state.global_step,
+                                    dp_seed_set=self.args.dp_seed is not None)
 
     # ------------------------------------------------------------------ sharing
     @property
@@ -886,39 +490,3 @@ _SHARING_REFUSAL = (
     "release gates and the DP adapter card are in hf_dpsynth.hub: use {use}."
 )
 
-
-def _refuse_private_selection(callback: Any) -> None:
-    if isinstance(callback, EarlyStoppingCallback) or callback is EarlyStoppingCallback:
-        raise DPConfigError(
-            "EarlyStoppingCallback stops training by a metric on evaluation data; on private data that choice is "
-            "not differentially private (and the full schedule is charged anyway). Train for a fixed schedule."
-        )
-
-
-def _fingerprint(examples: TokenizedExamples, offsets: np.ndarray) -> str:
-    """A digest of the tokenised training data and its units (kept in private checkpoints only)."""
-    digest = hashlib.sha256()
-    digest.update(np.asarray(offsets, dtype=np.int64).tobytes())
-    for ids, labels in zip(examples.input_ids, examples.labels):
-        digest.update(np.asarray(ids, dtype=np.int64).tobytes())
-        digest.update(np.asarray(labels, dtype=np.int64).tobytes())
-        digest.update(b"|")
-    return digest.hexdigest()
-
-
-def _charge_key(charge: Any) -> tuple:
-    run_id = (charge.metadata or {}).get("run_id")
-    return (charge.stage, run_id) if run_id else (charge.stage, charge.timestamp)
-
-
-def _steps_per_epoch(args: DPSynthConfig, n: int) -> int:
-    """Logical steps per epoch: an epoch is N / logical_batch_size Poisson draws (at least one)."""
-    return max(1, round(n / args.logical_batch_size))
-
-
-def _num_steps(args: DPSynthConfig, n: int) -> int:
-    """T, by the Trainer's own formula for the number of optimizer steps (checked again at step 1)."""
-    num_steps = args.max_steps if args.max_steps >= 0 else math.ceil(args.num_train_epochs * _steps_per_epoch(args, n))
-    if num_steps < 1:
-        raise DPConfigError(f"The schedule has no steps (num_train_epochs={args.num_train_epochs}, max_steps={args.max_steps}).")
-    return num_steps
