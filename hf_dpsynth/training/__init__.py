@@ -16,6 +16,8 @@ __all__ = ["DPSynthConfig", "DPSynthTrainer", "DPTrainingPlan", "TrainingPrivacy
 
 if TYPE_CHECKING:  # pragma: no cover
     from hf_dpsynth.training.config import DPSynthConfig
-    from hf_dpsynth.training.trainer import DPSynthTrainer, DPTrainingPlan, TrainingPrivacyReport
+    from hf_dpsynth.training.plan import DPTrainingPlan
+    from hf_dpsynth.training.report import TrainingPrivacyReport
+    from hf_dpsynth.training.trainer import DPSynthTrainer
 
 __getattr__, __dir__ = lazy_exports("hf_dpsynth.training", _LAZY)
