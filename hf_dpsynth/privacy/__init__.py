@@ -28,7 +28,8 @@ from hf_dpsynth.privacy.events import (
     private_evolution_event,
     zcdp_event,
 )
-from hf_dpsynth.privacy.ledger import ADJACENCY, Charge, PrivacyLedger, StagePlan
+from hf_dpsynth.privacy.charges import ADJACENCY, Charge, StagePlan
+from hf_dpsynth.privacy.ledger import PrivacyLedger
 from hf_dpsynth.privacy.report import LedgerReport, StageReport
 
 __all__ = [

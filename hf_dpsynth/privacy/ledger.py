@@ -9,17 +9,12 @@ saves to JSON atomically so that a resumed run continues from what was spent.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import datetime
 import json
 import math
 import numbers
 import os
-import platform
-import secrets
 from collections.abc import Mapping
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -33,12 +28,9 @@ from hf_dpsynth.errors import (
     LedgerConflictError,
     LedgerFormatError,
     PrivacyBudgetExceededError,
-    PrivacyUnitMismatchError,
     UnplannedStageError,
-    UnsupportedEventError,
 )
 from hf_dpsynth.privacy import _validation
-from hf_dpsynth.privacy.accountants import AccountantSpec, compose, epsilon_of
 from hf_dpsynth.privacy.calibration import (
     Constraint,
     SigmaOutOfRange,
@@ -47,86 +39,30 @@ from hf_dpsynth.privacy.calibration import (
 )
 from hf_dpsynth.privacy.events import (
     ACCOUNTANT_KINDS,
-    STAGE_KINDS,
     AccountantName,
-    MechanismKind,
     accountant_for_kinds,
-    event_from_dict,
-    event_kind,
-    event_to_dict,
-    is_non_private,
 )
-from hf_dpsynth.privacy.report import LedgerReport, StageReport, json_copy, json_number
+from hf_dpsynth.privacy.charges import (
+    ADJACENCY,
+    Charge,
+    PrivacyUnit,
+    StagePlan,
+    check_privacy_unit,
+    check_stage_name,
+    checked_num_units,
+    planned_kind,
+)
+from hf_dpsynth.privacy.composition import commit, propose, refusal
+from hf_dpsynth.privacy.ledger_format import ledger_from_dict, ledger_report, ledger_to_dict, stage_kind
+from hf_dpsynth.privacy.report import LedgerReport, json_copy
 
-__all__ = ["ADJACENCY", "LEDGER_FILE", "Charge", "LedgerReport", "PrivacyLedger", "StagePlan", "StageReport"]
+__all__ = ["LEDGER_FILE", "PrivacyLedger"]
 
-PrivacyUnit = Literal["example", "user"]
 LEDGER_FILE = "privacy_ledger.json"
 """The file name of a run's ledger (in a trainer's output_dir, in a pipeline's run folder)."""
-ADJACENCY = "add_or_remove_one"
-"""Neighbouring datasets differ by adding or removing all records of one privacy unit."""
 
-_PRIVACY_UNITS = ("example", "user")
-_SLACK = 1e-9  # relative tolerance for float noise in the budget checks; nothing more
-_FORMAT = "hf_dpsynth.privacy_ledger"
-_FORMAT_VERSION = 1
-
-
-def new_charge_id() -> str:
-    """A fresh random charge id (128 bits from the OS)."""
-    return secrets.token_hex(16)
 
 _AccountantSource = Literal["given", "plan", "first_charge"]
-
-
-@dataclasses.dataclass(frozen=True)
-class StagePlan:
-    """One planned stage: the share of ε it may spend on its own, and its mechanism kind."""
-
-    share: float
-    kind: MechanismKind
-
-
-@dataclasses.dataclass(frozen=True)
-class Charge:
-    """One recorded charge: the stage, its dp-accounting event, metadata and when it was made.
-
-    ``id`` is random (not a secret: it identifies the charge, nothing of the mechanism's
-    randomness). An output saved by a pipeline records the ids of the charges that paid for it,
-    so that reusing it later can be matched to those charges in the loaded ledger
-    (DP_CORRECTNESS row 31).
-    """
-
-    stage: str
-    event: dp_accounting.DpEvent
-    metadata: Mapping[str, Any]
-    timestamp: str
-    id: str = dataclasses.field(default_factory=lambda: new_charge_id())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "stage": self.stage,
-            "event": event_to_dict(self.event),
-            "metadata": json_copy(self.metadata),
-            "timestamp": self.timestamp,
-        }
-
-
-@dataclasses.dataclass
-class _Proposal:
-    """The ledger state a charge would produce, computed before anything is committed."""
-
-    stage: str
-    event: dp_accounting.DpEvent
-    accountant: AccountantName
-    total_accountant: dp_accounting.PrivacyAccountant | None
-    stage_accountant: dp_accounting.PrivacyAccountant | None
-    total_epsilon: float
-    stage_epsilon: float
-    non_private: bool
-    num_units: int | None
-    refusal: str | None
 
 
 class PrivacyLedger:
@@ -158,10 +94,10 @@ class PrivacyLedger:
     ) -> None:
         self._epsilon = _validation.epsilon("epsilon", epsilon, allow_inf=True)
         self._delta = _validation.delta("delta", delta)
-        self._privacy_unit = _check_privacy_unit("privacy_unit", privacy_unit)
+        self._privacy_unit = check_privacy_unit("privacy_unit", privacy_unit)
         self._num_units: int | None = None
         if num_units is not None:
-            self._num_units = _checked_num_units(num_units, self._delta)
+            self._num_units = checked_num_units(num_units, self._delta)
         if accountant is not None and accountant not in ACCOUNTANT_KINDS:
             raise InvalidPrivacyParameterError(
                 f"accountant must be 'pld', 'rdp' or None; got {accountant!r}. Leave it None to "
@@ -265,7 +201,7 @@ class PrivacyLedger:
             )
         planned: dict[str, StagePlan] = {}
         for stage, share in shares.items():
-            _check_stage_name(stage, error=BudgetPlanError)
+            check_stage_name(stage, error=BudgetPlanError)
             if isinstance(share, bool) or not isinstance(share, numbers.Real) or not (
                 math.isfinite(share) and 0 < share <= 1
             ):
@@ -273,7 +209,7 @@ class PrivacyLedger:
                     f"The share of stage {stage!r} must be a number in (0, 1]; got {share!r}. "
                     "A share is the fraction of the total ε the stage may spend."
                 )
-            planned[stage] = StagePlan(float(share), _planned_kind(stage, kinds.get(stage)))
+            planned[stage] = StagePlan(float(share), planned_kind(stage, kinds.get(stage)))
         total = math.fsum(p.share for p in planned.values())
         if total > 1 + 1e-9:
             raise BudgetPlanError(
@@ -356,135 +292,11 @@ class PrivacyLedger:
         """
         return self._propose(stage, event, privacy_unit=None, num_units=None).refusal is not None
 
-    def _propose(
-        self,
-        stage: str,
-        event: dp_accounting.DpEvent,
-        *,
-        privacy_unit: str | None,
-        num_units: int | None,
-        check_budget: bool = True,
-    ) -> _Proposal:
-        _check_stage_name(stage, error=UnplannedStageError)
-        if not isinstance(event, dp_accounting.DpEvent):
-            raise UnsupportedEventError(
-                f"charge() needs a dp_accounting event; got {event!r}. Build one with "
-                "gaussian_event, dpsgd_event, zcdp_event or private_evolution_event."
-            )
-        event_to_dict(event)  # every charge must be saveable: refuse unknown event types now
-        kinds = event_kind(event)
-        self._check_planned(stage)
-        if privacy_unit is not None:
-            unit = _check_privacy_unit("privacy_unit", privacy_unit)
-            if unit != self._privacy_unit:
-                raise PrivacyUnitMismatchError(
-                    f"Stage {stage!r} charges at privacy unit {unit!r}, but this ledger protects "
-                    f"one {self._privacy_unit!r}. Composing both would guarantee only the weaker "
-                    f"unit; run the stage at {self._privacy_unit!r} level (bound each unit's "
-                    "contribution first), or use a separate ledger."
-                )
-        units = self._num_units
-        if num_units is not None:
-            given = _validation.count("num_units", num_units, minimum=1)
-            if units is None:
-                units = _checked_num_units(given, self._delta)
-            elif given != units:
-                raise PrivacyUnitMismatchError(
-                    f"Stage {stage!r} was computed for N = {given} privacy units, but the ledger "
-                    f"is for N = {units}. q, δ and the accounting depend on N: compute every stage "
-                    "on the same dataset."
-                )
-        accountant = self._accountant or accountant_for_kinds(kinds)
-        missing = kinds - ACCOUNTANT_KINDS[accountant]
-        if missing:
-            raise UnsupportedEventError(
-                f"This ledger's accountant is {accountant.upper()} (fixed by "
-                f"{_SOURCE_WORDS[self._accountant_source or 'first_charge']}), which cannot "
-                f"compose the {sorted(map(str, missing))} mechanism of stage {stage!r}. Create "
-                f"the ledger with accountant='rdp', or plan the stage up front "
-                f"(ledger.plan({{{stage!r}: share}}, kinds=...) before the first charge) so "
-                "that the ledger chooses RDP itself."
-            )
+    _propose = propose  # privacy/composition.py: what a charge would do, computed before committing
 
-        non_private = bool(self._non_private_stages) or is_non_private(event)
-        stage_non_private = stage in self._non_private_stages or is_non_private(event)
-        total_acc = stage_acc = None
-        total_eps = stage_eps = math.inf
-        spec = AccountantSpec(accountant)
-        if not non_private:
-            total_acc = _extended(self._total_accountant, spec, event)
-            total_eps = epsilon_of(total_acc, self._delta)
-        if not stage_non_private:
-            if total_acc is not None and all(c.stage == stage for c in self._charges):
-                # The stage holds every charge so far: its composition is the total's.
-                stage_acc, stage_eps = copy.deepcopy(total_acc), total_eps
-            else:
-                stage_acc = _extended(self._stage_accountants.get(stage), spec, event)
-                stage_eps = epsilon_of(stage_acc, self._delta)
+    _refusal = refusal
 
-        refusal = None
-        if check_budget and math.isfinite(self._epsilon):
-            refusal = self._refusal(stage, event, total_eps, stage_eps)
-        return _Proposal(
-            stage=stage,
-            event=event,
-            accountant=accountant,
-            total_accountant=total_acc,
-            stage_accountant=stage_acc,
-            total_epsilon=total_eps,
-            stage_epsilon=stage_eps,
-            non_private=is_non_private(event),
-            num_units=units,
-            refusal=refusal,
-        )
-
-    def _refusal(self, stage: str, event: Any, total_eps: float, stage_eps: float) -> str | None:
-        """Why a charge with these composed ε must be refused, or None."""
-        advice = (
-            "Nothing was spent. Add noise (ledger.calibrate(...) gives the smallest noise "
-            "multiplier that fits), take fewer steps, or drop the stage; raise a budget only in "
-            "a plan made before any private data was used."
-        )
-        if math.isinf(total_eps):
-            return (
-                f"Stage {stage!r} charges a non-private event ({event!r}, σ = 0), whose ε is "
-                f"infinite, to a ledger with a finite budget ε = {self._epsilon:g}. Add noise, "
-                "or create the ledger with epsilon=math.inf to disable DP (the release is then "
-                "labelled non-private)."
-            )
-        if total_eps > self._epsilon * (1 + _SLACK):
-            return (
-                f"Charging stage {stage!r} would raise the composed ε from "
-                f"{self._total_epsilon:.6g} to {total_eps:.6g}, above the budget "
-                f"ε = {self._epsilon:g} (δ = {self._delta:g}, {self._accountant_name()}). "
-                + advice
-            )
-        if self._plan is not None:
-            share = self._plan[stage].share
-            budget = share * self._epsilon
-            if stage_eps > budget * (1 + _SLACK):
-                return (
-                    f"Charging stage {stage!r} would raise its own ε from "
-                    f"{self._stage_epsilons.get(stage, 0.0):.6g} to {stage_eps:.6g}, above its "
-                    f"share {share:g} × ε = {budget:.6g} (δ = {self._delta:g}). " + advice
-                )
-        return None
-
-    def _commit(self, proposal: _Proposal, charge: Charge) -> Charge:
-        stage = proposal.stage
-        if self._accountant is None:
-            self._accountant, self._accountant_source = proposal.accountant, "first_charge"
-        self._num_units = proposal.num_units
-        if proposal.non_private:
-            self._non_private_stages.add(stage)
-        if proposal.total_accountant is not None:
-            self._total_accountant = proposal.total_accountant
-        if proposal.stage_accountant is not None:
-            self._stage_accountants[stage] = proposal.stage_accountant
-        self._total_epsilon = proposal.total_epsilon
-        self._stage_epsilons[stage] = proposal.stage_epsilon
-        self._charges.append(charge)
-        return charge
+    _commit = commit
 
     def _check_planned(self, stage: str) -> None:
         if self._plan is not None and stage not in self._plan:
@@ -510,7 +322,7 @@ class PrivacyLedger:
         """
         if stage is None:
             return self._total_epsilon
-        _check_stage_name(stage, error=UnplannedStageError)
+        check_stage_name(stage, error=UnplannedStageError)
         self._check_planned(stage)
         return self._stage_epsilons.get(stage, 0.0)
 
@@ -521,7 +333,7 @@ class PrivacyLedger:
         left = max(0.0, self._epsilon - self._total_epsilon)
         if stage is None or self._plan is None:
             if stage is not None:
-                _check_stage_name(stage, error=UnplannedStageError)
+                check_stage_name(stage, error=UnplannedStageError)
             return left
         spent = self.epsilon_spent(stage)
         return min(left, max(0.0, self._plan[stage].share * self._epsilon - spent))
@@ -537,7 +349,7 @@ class PrivacyLedger:
 
         Privacy: the σ is computed from public quantities (budget, q, T) only.
         """
-        _check_stage_name(stage, error=UnplannedStageError)
+        check_stage_name(stage, error=UnplannedStageError)
         self._check_planned(stage)
         q = _validation.sampling_probability("sampling_probability", sampling_probability)
         steps = _validation.count("num_steps", num_steps, minimum=1)
@@ -587,48 +399,9 @@ class PrivacyLedger:
 
     def report(self) -> LedgerReport:
         """The guarantee so far: composed ε, budget, unit, accountant, and each stage's spend."""
-        names = list(self._plan or {})
-        names += [c.stage for c in self._charges if c.stage not in names]
-        names = list(dict.fromkeys(names))
-        stages = []
-        for name in names:
-            planned = (self._plan or {}).get(name)
-            share = planned.share if planned else None
-            stages.append(
-                StageReport(
-                    name=name,
-                    kind=self._stage_kind(name),
-                    share=share,
-                    epsilon_budget=None if share is None else share * self._epsilon,
-                    epsilon_spent=self._stage_epsilons.get(name, 0.0),
-                    charges=tuple(
-                        json_copy(c.metadata) for c in self._charges if c.stage == name
-                    ),
-                )
-            )
-        return LedgerReport(
-            stages=tuple(stages),
-            epsilon_spent=self._total_epsilon,
-            epsilon_budget=self._epsilon,
-            delta=self._delta,
-            accountant=self._accountant,
-            adjacency=ADJACENCY,
-            privacy_unit=self._privacy_unit,
-            num_units=self._num_units,
-            private=self.private,
-            versions=_versions(),
-        )
+        return ledger_report(self)
 
-    def _stage_kind(self, stage: str) -> str:
-        if self._plan is not None and stage in self._plan:
-            return self._plan[stage].kind.value
-        if stage in STAGE_KINDS:
-            return STAGE_KINDS[stage].value
-        kinds: set[str] = set()
-        for c in self._charges:
-            if c.stage == stage:
-                kinds |= {k.value for k in event_kind(c.event)}
-        return "+".join(sorted(kinds)) or "none"
+    _stage_kind = stage_kind
 
     # ----------------------------------------------------------------------------------------
     # Persistence
@@ -636,87 +409,13 @@ class PrivacyLedger:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to resume: budget, unit, N, accountant, plan and every charge."""
-        plan = None
-        if self._plan is not None:
-            plan = {
-                "shares": {name: p.share for name, p in self._plan.items()},
-                "kinds": {name: p.kind.value for name, p in self._plan.items()},
-            }
-        return {
-            "format": _FORMAT,
-            "format_version": _FORMAT_VERSION,
-            "epsilon": json_number(self._epsilon),
-            "delta": self._delta,
-            "privacy_unit": self._privacy_unit,
-            "num_units": self._num_units,
-            "adjacency": ADJACENCY,
-            "accountant": self._accountant,
-            "accountant_source": self._accountant_source,
-            "plan": plan,
-            "charges": [c.to_dict() for c in self._charges],
-            "epsilon_spent": json_number(self._total_epsilon),
-            "versions": _versions(),
-        }
+        return ledger_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PrivacyLedger:
-        """The ledger :meth:`to_dict` describes, with every charge replayed in order.
-
-        The replay recomputes ε with the same accountant, so a resumed run continues exactly
-        where the saved one stopped.
-        """
-        if not isinstance(data, Mapping) or data.get("format") != _FORMAT:
-            found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
-            raise LedgerFormatError(
-                f"Not an hf_dpsynth privacy ledger: expected format {_FORMAT!r}, got {found!r}."
-            )
-        if data.get("format_version") != _FORMAT_VERSION:
-            raise LedgerFormatError(
-                f"Unsupported ledger format_version {data.get('format_version')!r}; this "
-                f"hf_dpsynth reads version {_FORMAT_VERSION}. Upgrade hf_dpsynth to resume it."
-            )
-        try:
-            epsilon = data["epsilon"]
-            ledger = cls(
-                epsilon=math.inf if epsilon == "inf" else epsilon,
-                delta=data["delta"],
-                privacy_unit=data["privacy_unit"],
-                num_units=data["num_units"],
-                accountant=data["accountant"] if data["accountant_source"] == "given" else None,
-            )
-            if data["adjacency"] != ADJACENCY:
-                raise LedgerFormatError(f"Unknown adjacency {data['adjacency']!r}.")
-            if data["plan"] is not None:
-                ledger.plan(data["plan"]["shares"], kinds=data["plan"]["kinds"])
-            source = data["accountant_source"]
-            if source == "first_charge":
-                ledger._accountant, ledger._accountant_source = data["accountant"], source
-            if ledger._accountant != data["accountant"]:
-                raise LedgerFormatError(
-                    f"The saved accountant {data['accountant']!r} does not follow from the saved "
-                    f"plan and source {source!r}."
-                )
-            for record in data["charges"]:
-                event = event_from_dict(record["event"])
-                meta = json_copy(record["metadata"], what="metadata")
-                proposal = ledger._propose(
-                    record["stage"], event, privacy_unit=None, num_units=None, check_budget=False
-                )
-                charge_id = record.get("id")
-                if not isinstance(charge_id, str) or not charge_id:
-                    raise LedgerFormatError(
-                        f"Charge {len(ledger._charges)} of stage {record['stage']!r} has no id; this ledger was "
-                        "written by an older hf_dpsynth, whose outputs cannot be matched to their charges. "
-                        "Start the release again in a new folder."
-                    )
-                if any(c.id == charge_id for c in ledger._charges):
-                    raise LedgerFormatError(f"Charge id {charge_id!r} appears twice in the ledger.")
-                ledger._commit(proposal, Charge(record["stage"], event, meta, record["timestamp"], charge_id))
-        except (KeyError, TypeError) as exc:
-            raise LedgerFormatError(
-                f"Malformed privacy ledger: missing or bad field {exc}."
-            ) from exc
-        return ledger
+        """The ledger :meth:`to_dict` describes, with every charge replayed in order (the same accountant,
+        so a resumed run continues exactly where the saved one stopped)."""
+        return ledger_from_dict(cls, data)
 
     @property
     def path(self) -> Path | None:
@@ -780,88 +479,4 @@ class PrivacyLedger:
 # Helpers
 # --------------------------------------------------------------------------------------------
 
-_SOURCE_WORDS = {
-    "given": "the ledger's accountant argument",
-    "plan": "the plan",
-    "first_charge": "the first charge",
-}
-
-
-def _extended(
-    base: dp_accounting.PrivacyAccountant | None,
-    spec: AccountantSpec,
-    event: dp_accounting.DpEvent,
-) -> dp_accounting.PrivacyAccountant:
-    """A new accountant: ``base`` (copied, never mutated) with ``event`` composed in."""
-    acc = spec.new() if base is None else copy.deepcopy(base)
-    compose(acc, event)
-    return acc
-
-
-def _check_stage_name(stage: Any, *, error: type[Exception]) -> None:
-    if not isinstance(stage, str) or not stage.strip():
-        raise error(f"A stage name must be a non-empty string; got {stage!r}.")
-
-
-def _planned_kind(stage: str, kind: str | None) -> MechanismKind:
-    """The mechanism kind of a planned stage: the vocabulary's, or the declared one."""
-    vocabulary = STAGE_KINDS.get(stage)
-    if kind is None:
-        if vocabulary is None:
-            raise BudgetPlanError(
-                f"Stage {stage!r} is not one hf_dpsynth knows ({sorted(STAGE_KINDS)}), so its "
-                f"mechanism kind must be declared: kinds={{{stage!r}: 'gaussian' | "
-                "'poisson_gaussian' | 'zcdp'}."
-            )
-        return vocabulary
-    try:
-        declared = MechanismKind(kind)
-    except ValueError:
-        raise BudgetPlanError(
-            f"Unknown mechanism kind {kind!r} for stage {stage!r}; use one of "
-            f"{[k.value for k in MechanismKind]}."
-        ) from None
-    if vocabulary is not None and declared != vocabulary:
-        raise BudgetPlanError(
-            f"Stage {stage!r} has the fixed kind {vocabulary.value!r}; got {kind!r}. Give a "
-            "custom mechanism its own stage name."
-        )
-    return declared
-
-
-def _check_privacy_unit(name: str, value: Any) -> str:
-    if value not in _PRIVACY_UNITS:
-        raise InvalidPrivacyParameterError(
-            f"{name} must be 'example' or 'user'; got {value!r}. Use 'user' when one person can "
-            "own several records (and bound each user's contribution)."
-        )
-    return str(value)
-
-
-def _checked_num_units(num_units: Any, delta: float) -> int:
-    n = _validation.count("num_units", num_units, minimum=1)
-    if not delta < 1 / n:
-        suggestion = 1 / (n * math.log(n)) if n > 2 else 1 / (2 * n)
-        raise InvalidPrivacyParameterError(
-            f"delta must be below 1/N = {1 / n:.3g} for N = {n} privacy units; got {delta:g}. "
-            f"With δ ≥ 1/N, releasing one unit's records verbatim would satisfy the guarantee. "
-            f"Use e.g. δ = 1/(N·ln N) = {suggestion:.3g}."
-        )
-    return n
-
-
-def _versions() -> dict[str, str]:
-    from hf_dpsynth._version import __version__
-
-    def version(dist: str, fallback: str) -> str:
-        try:
-            return importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            return fallback
-
-    return {
-        "hf_dpsynth": version("hf-dpsynth", __version__),
-        "dp-accounting": version("dp-accounting", "unknown"),
-        "python": platform.python_version(),
-    }
 
