@@ -2,6 +2,7 @@
 privacy is a leaf without torch, the library knows no command line, modules stay readable."""
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -177,3 +178,19 @@ def test_modules_stay_small_enough_to_read():
     over = {name for name, n in sizes.items() if n > MAX_LINES}
     assert over <= OVERSIZE, f"modules over {MAX_LINES} lines: {sorted((n, sizes[n]) for n in over - OVERSIZE)}"
     assert OVERSIZE <= over, f"now under {MAX_LINES} lines: drop them from OVERSIZE: {sorted(OVERSIZE - over)}"
+
+
+def test_every_privacy_document_a_docstring_cites_is_in_the_repository():
+    docs = PACKAGE.parent / "docs"
+    rows = set(re.findall(r"^\| (\w+) \|", (docs / "DP_CORRECTNESS.md").read_text(encoding="utf-8"), re.M))
+    sections = set(re.findall(r"^## (\d+)\.", (docs / "ALGORITHMS.md").read_text(encoding="utf-8"), re.M))
+    for path in SOURCES:
+        text = path.read_text(encoding="utf-8")
+        for name in re.findall(r"docs/(\w+\.md)", text):
+            assert (docs / name).is_file(), f"{path} cites docs/{name}, which is not in the repository"
+        for cited in re.findall(r"DP_CORRECTNESS\.md rows? ([0-9b, and]+)", text):
+            for row in re.findall(r"\d+b?", cited):
+                assert row in rows, f"{path} cites docs/DP_CORRECTNESS.md row {row}, which it does not have"
+        for section in re.findall(r"ALGORITHMS\.md §(\d+)", text):
+            assert section in sections, f"{path} cites docs/ALGORITHMS.md §{section}, which it does not have"
+    assert (docs / "ARCHITECTURE.md").is_file()

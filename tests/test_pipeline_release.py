@@ -1,4 +1,4 @@
-"""A run folder's outputs are released only with their charges (DP_CORRECTNESS rows 24, 31), by one
+"""A run folder's outputs are released only with their charges (docs/DP_CORRECTNESS.md rows 24, 31), by one
 process at a time; `evaluate` and `card` never charge; the baseline is named after what it used;
 bring-your-own-data evaluation never tests on training rows; the CLI answers bad input in one line."""
 

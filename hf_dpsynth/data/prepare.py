@@ -7,7 +7,7 @@ within a user, caps each user's records, and encodes each record as a ``prompt``
 prefix, no loss) and a ``completion`` (the record's text). The result trains with
 :class:`~hf_dpsynth.training.DPSynthTrainer` as is.
 
-Privacy: preparation is 1-stable (DP_CORRECTNESS row 30): every per-record choice, such as a
+Privacy: preparation is 1-stable (docs/DP_CORRECTNESS.md row 30): every per-record choice, such as a
 tabular row's column order, is a keyed hash of that record's own content (and its user id at user
 level), so removing one record changes how no other record is written.
 

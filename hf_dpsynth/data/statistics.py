@@ -2,7 +2,7 @@
 
 A label distribution or a category frequency read from private data is a release of private
 information; here it is released only by the Gaussian mechanism and charged to the ledger first
-(stages ``label_histogram`` and ``category_histograms``). ALGORITHMS.md §2:
+(stages ``label_histogram`` and ``category_histograms``). docs/ALGORITHMS.md §2:
 
 * noisy count = true count + N(0, (σ × Δ)²) per bin, over a *declared* category list;
 * L2 sensitivity Δ for one privacy unit (add/remove): 1 per column at example level; at user

@@ -1,4 +1,4 @@
-"""One call that evaluates a DP synthetic dataset beside its reference points (ALGORITHMS.md §7).
+"""One call that evaluates a DP synthetic dataset beside its reference points (docs/ALGORITHMS.md §7).
 
 :func:`evaluate` dispatches on the codec's modality (text, tabular, image) and evaluates
 

@@ -1,4 +1,4 @@
-"""Utility and fidelity of small synthetic images (ALGORITHMS.md §7).
+"""Utility and fidelity of small synthetic images (docs/ALGORITHMS.md §7).
 
 * :func:`tstr_image` — a small MLP (scikit-learn, fixed seed) trained on synthetic images,
   scored on real ones;

@@ -1,4 +1,4 @@
-"""Utility and fidelity of synthetic tables against a public schema (ALGORITHMS.md §7).
+"""Utility and fidelity of synthetic tables against a public schema (docs/ALGORITHMS.md §7).
 
 * :func:`marginal_tvd` — total-variation distance of 1-way (per column) or 2-way (per column
   pair) marginals, averaged;

@@ -1,4 +1,4 @@
-"""Utility and fidelity of synthetic text (ALGORITHMS.md §7).
+"""Utility and fidelity of synthetic text (docs/ALGORITHMS.md §7).
 
 * :func:`tstr_text` — train on synthetic, test on real: logistic regression on TF-IDF features or
   on MiniLM sentence embeddings, scored on held-out real data.

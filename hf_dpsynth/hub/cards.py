@@ -131,7 +131,7 @@ def dp_block(
         max_examples_per_user: the user-level cap on records per user, when the charges do not
             record it (the preparation report does).
         owner_checks: non-DP checks on the private data applied before release (row 29 of
-            DP_CORRECTNESS.md), e.g. ``"verbatim training-record gate"``.
+            docs/DP_CORRECTNESS.md), e.g. ``"verbatim training-record gate"``.
         owner_only_included: whether the card shows owner-only values.
         reproducible_randomness: the mechanisms' randomness was fixed for reproducibility (a test
             setting: the guarantee holds only while that value stays secret).
@@ -160,7 +160,7 @@ def dp_block(
         raise CardError(
             "; ".join(f"Stage {name!r} released {names} but holds no charge" for name, names in unpaid) + " in the "
             "ledger: an output that nothing paid for would be released without DP. Use the ledger of the run that "
-            "produced these outputs (DP_CORRECTNESS row 31)."
+            "produced these outputs (docs/DP_CORRECTNESS.md row 31)."
         )
     block: dict[str, Any] = {
         "format": _FORMAT,
@@ -241,7 +241,7 @@ def _check_report(report: Mapping[str, Any]) -> None:
     if report["num_units"] is None:
         raise CardError(
             "The ledger does not know N (num_units is None). N is public and every card discloses it "
-            "(DP_CORRECTNESS 21b): create the ledger with num_units=N, or charge with num_units=N."
+            "(docs/DP_CORRECTNESS.md row 21b): create the ledger with num_units=N, or charge with num_units=N."
         )
 
 

@@ -58,7 +58,7 @@ VERBATIM_OWNER_CHECK = (
     "release would have been refused, never filtered or re-generated, had a synthetic record copied a long, rare "
     "training record."
 )
-"""The owner check (DP_CORRECTNESS row 29) a dataset card must list: the push applies the verbatim gate.
+"""The owner check (docs/DP_CORRECTNESS.md row 29) a dataset card must list: the push applies the verbatim gate.
 Render the card with ``owner_checks=[VERBATIM_OWNER_CHECK, ...]``."""
 
 CANARY_OWNER_CHECK = (
@@ -340,7 +340,7 @@ def _card_gates(
                               for c in missing)
         report.failures.append(
             f"the card's owner_checks does not state the non-DP owner-side check(s) this push applies ({names}; "
-            f"DP_CORRECTNESS row 29); the card must list {constants} in owner_checks: {_RERENDER}."
+            f"docs/DP_CORRECTNESS.md row 29); the card must list {constants} in owner_checks: {_RERENDER}."
         )
     elif owner_checks_applied:
         report.passed.append("the card states the owner-side checks applied")

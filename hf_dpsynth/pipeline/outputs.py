@@ -3,7 +3,7 @@
 A run reuses what an earlier run in the same folder saved (the DP label histogram, the adapter,
 the synthetic data, the audit). Reuse is free only when the output's charge is in the ledger
 being reported: an output whose ledger was deleted, replaced or came from another run would be
-released with an understated ε (DP_CORRECTNESS row 31). So every output gets a sidecar
+released with an understated ε (docs/DP_CORRECTNESS.md row 31). So every output gets a sidecar
 ``<name>.charge.json`` beside it with the ids of the charges behind it and a digest of its
 files; reusing it needs every id in the loaded ledger and a matching digest, otherwise the run
 refuses and says why.

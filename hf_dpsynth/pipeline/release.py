@@ -152,7 +152,7 @@ def _release_check(ctx: RunContext) -> None:
 
 
 def release_owner_checks(recipe: Recipe) -> list[str]:
-    """The owner-side checks the push applies to this run's dataset (DP_CORRECTNESS row 29): the
+    """The owner-side checks the push applies to this run's dataset (docs/DP_CORRECTNESS.md row 29): the
     verbatim gate always, the canary gate when the recipe's audit inserted canaries."""
     from hf_dpsynth.hub.gates import CANARY_OWNER_CHECK, VERBATIM_OWNER_CHECK
 

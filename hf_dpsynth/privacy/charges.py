@@ -52,7 +52,7 @@ class Charge:
     ``id`` is random (not a secret: it identifies the charge, nothing of the mechanism's
     randomness). An output saved by a pipeline records the ids of the charges that paid for it,
     so that reusing it later can be matched to those charges in the loaded ledger
-    (DP_CORRECTNESS row 31).
+    (docs/DP_CORRECTNESS.md row 31).
     """
 
     stage: str

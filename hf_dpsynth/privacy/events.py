@@ -1,7 +1,7 @@
 """dp-accounting events for every mechanism hf_dpsynth runs, and their JSON form.
 
 Every mechanism that touches private data emits one frozen ``dp_accounting`` event (see
-ALGORITHMS.md §0) and charges it to the ledger. This module builds those events from the
+docs/ALGORITHMS.md §0) and charges it to the ledger. This module builds those events from the
 package's privacy vocabulary, says which accountant can compose them, and (de)serialises them so
 that a saved ledger holds exactly what was spent.
 """

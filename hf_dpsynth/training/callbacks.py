@@ -36,7 +36,7 @@ class DPProgressCallback(ProgressCallback):
 
 
 class FirstStepCheck(TrainerCallback):
-    """After the first optimizer step: trainable weights changed, frozen ones did not (DP_CORRECTNESS 11).
+    """After the first optimizer step: trainable weights changed, frozen ones did not (docs/DP_CORRECTNESS.md row 11).
 
     :meth:`arm` at the start of each ``train()`` call; :meth:`snapshot` as the first step begins
     (it records the weights only when armed); the check runs once, at the end of that step.

@@ -22,7 +22,7 @@ _HUB_REFUSAL = (
 
 def refuse_hub_uploads(args: TrainingArguments) -> None:
     """Refuse the Trainer's own Hub uploads (``push_to_hub=True``, whatever ``hub_strategy``): they
-    would publish checkpoints holding the run's secret seeds (DP_CORRECTNESS 27)."""
+    would publish checkpoints holding the run's secret seeds (docs/DP_CORRECTNESS.md row 27)."""
     if getattr(args, "push_to_hub", False):
         strategy = getattr(args, "hub_strategy", None)
         strategy = getattr(strategy, "value", strategy)

@@ -154,7 +154,7 @@ class PerExampleGradients:
         output.register_hook(partial(self._on_grad, module, x.detach()))
 
     def _on_grad(self, module: nn.Module, x: torch.Tensor, grad_output: torch.Tensor) -> None:
-        # Products and norms in fp32 even when backward runs under autocast (DP_CORRECTNESS 14).
+        # Products and norms in fp32 even when backward runs under autocast (docs/DP_CORRECTNESS.md row 14).
         with torch.autocast(device_type=grad_output.device.type, enabled=False):
             self._accumulate(module, x, grad_output)
 

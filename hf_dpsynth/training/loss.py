@@ -15,7 +15,7 @@ def per_example_causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> to
 
     Privacy: nothing batch-wide enters an example's loss (no batch token count, no
     ``num_items_in_batch``), so example i's gradient depends on example i alone; an example with no
-    target tokens has loss 0 and gradient 0 (DP_CORRECTNESS row 4).
+    target tokens has loss 0 and gradient 0 (docs/DP_CORRECTNESS.md row 4).
     """
     shifted = logits[:, :-1, :].float()
     targets = labels[:, 1:]

@@ -2,7 +2,7 @@
 
 Both are pure functions of a secret seed and the step index, so a resumed run reproduces exactly
 the draws and the noise that the interrupted run would have used, and never replays earlier noise
-(DP_CORRECTNESS rows 9, 27). The seeds come from OS entropy unless an explicit test seed is given;
+(docs/DP_CORRECTNESS.md rows 9, 27). The seeds come from OS entropy unless an explicit test seed is given;
 they are private and live only in (private) checkpoints.
 """
 

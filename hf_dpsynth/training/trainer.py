@@ -258,7 +258,7 @@ class DPSynthTrainer(Trainer):
             self.args.per_device_train_batch_size, p.noise_multiplier, p.per_example_max_grad_norm, p.num_steps,
             self.ledger.epsilon_spent(), self.ledger.epsilon, p.delta, p.accountant,
         )
-        self._first_step_check.arm()  # check the first optimizer step of this call (DP_CORRECTNESS 11)
+        self._first_step_check.arm()  # check the first optimizer step of this call (docs/DP_CORRECTNESS.md row 11)
         self._verify_pending = True  # check per-example gradients against autograd on the first chunk
         self._grads.attach()
         try:

@@ -1,4 +1,4 @@
-"""The one-run bound (Steinke, Nasr & Jagielski 2023) against ALGORITHMS.md §6's check values and
+"""The one-run bound (Steinke, Nasr & Jagielski 2023) against docs/ALGORITHMS.md §6's check values and
 an independent re-computation of its p-value from binomial probabilities."""
 
 import math

@@ -348,7 +348,7 @@ def test_trainer_trains_on_a_prepared_dataset_at_its_unit(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ 1-stability
-# DP_CORRECTNESS row 30: every per-record choice is a function of that record (and its user) alone,
+# docs/DP_CORRECTNESS.md row 30: every per-record choice is a function of that record (and its user) alone,
 # so preparing D and D minus one record writes every other record exactly the same way.
 
 

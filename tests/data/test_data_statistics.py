@@ -1,4 +1,4 @@
-"""DP histograms (hf_dpsynth/data/statistics.py) against independent oracles (ALGORITHMS.md §2).
+"""DP histograms (hf_dpsynth/data/statistics.py) against independent oracles (docs/ALGORITHMS.md §2).
 
 * the noise: noisy counts minus true counts computed here from scratch (collections.Counter and the
   per-user rules re-implemented below) have the std σ × Δ, checked with chi-square bounds that a
@@ -47,7 +47,7 @@ from hf_dpsynth.errors import (
 from hf_dpsynth.privacy.ledger import PrivacyLedger
 
 DELTA = 1e-6
-MISSING = "missing"  # the bin of a nullable column's missing values (ALGORITHMS.md §2)
+MISSING = "missing"  # the bin of a nullable column's missing values (docs/ALGORITHMS.md §2)
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 USER_MODES = ("records", "once_per_bin", "vote")
 
@@ -108,7 +108,7 @@ def _oracle_counts(data, categories, *, contribution=None, cap=None, user_column
 
 
 def _expected_sensitivity(num_bins, *, unit, contribution="records", cap=None) -> float:
-    """ALGORITHMS.md §2: per column 1 (example), cap, √min(cap, bins) or 1 (vote); L2 over columns."""
+    """docs/ALGORITHMS.md §2: per column 1 (example), cap, √min(cap, bins) or 1 (vote); L2 over columns."""
     if unit == "example":
         per_column = [1.0 for _ in num_bins]
     elif contribution == "records":
@@ -846,7 +846,7 @@ def test_release_save_load_round_trip(tmp_path):
 
 
 def test_histogram_noise_comes_from_os_entropy_and_no_seed_is_released():
-    # DP_CORRECTNESS row 27: without an explicit test seed, two releases draw different noise, and
+    # docs/DP_CORRECTNESS.md row 27: without an explicit test seed, two releases draw different noise, and
     # nothing about the randomness is written into the release or the ledger's charge.
     import json as _json
 

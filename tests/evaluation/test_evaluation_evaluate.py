@@ -1,7 +1,7 @@
 """evaluate() (hf_dpsynth/evaluation/evaluator.py): dispatch per modality, reference settings, the
 real-data ceiling, sharing flags, the public-only verdict, the invalid rate, bad input.
 
-Sharing rules checked here (ALGORITHMS.md §7): a metric that reads the real test set is shareable
+Sharing rules checked here (docs/ALGORITHMS.md §7): a metric that reads the real test set is shareable
 only when the test set is public and the synthetic set is the DP run or the public-only run; the
 ε = ∞ reference and the real ceiling are never shareable; metrics of a DP synthetic set alone
 (invalid rate, distinct-n) are shareable whatever the test set.

@@ -277,7 +277,7 @@ def test_sparse_vector_adds_its_term_and_stops_at_r_max(tiny):
 
 
 def test_largest_affordable_r_max_matches_the_reference_value(tiny):
-    # ALGORITHMS.md §3: s = 255, τ = 2, c = 10, ε = 3, δ = 1e-5 allows about 1166 private tokens.
+    # docs/ALGORITHMS.md §3: s = 255, τ = 2, c = 10, ε = 3, δ = 1e-5 allows about 1166 private tokens.
     ledger = PrivacyLedger(epsilon=3.0, delta=1e-5, accountant="rdp")
     gen = make_pp(tiny, ledger=ledger, expected_batch_size=255, clip=10.0, temperature=2.0, max_private_tokens=None,
                   batches_per_label={"ham": 1, "spam": 0})
@@ -505,7 +505,7 @@ def test_both_generators_on_the_default_model():
 
 
 def test_top_k_mask_comes_from_the_public_prompt_only(tiny, monkeypatch):
-    # DP_CORRECTNESS row 19: with top_k = 1 the mask must keep exactly the public prompt's argmax,
+    # docs/DP_CORRECTNESS.md row 19: with top_k = 1 the mask must keep exactly the public prompt's argmax,
     # recomputed here from the public prompt alone, whatever the private logits say.
     model, tok = tiny
     gen = make_pp(tiny, ledger=rdp_ledger(epsilon=50.0), public_prompt="Write one message.", top_k=1,

@@ -337,7 +337,7 @@ def test_dataset_card_metadata(dataset_card):
     title = next(line for line in text.splitlines() if line.startswith("# "))
     eps = cards._epsilon_text(dataset_card.data[DP_BLOCK_KEY]["epsilon"])
     assert f"ε = {eps}" in title and "user-level" in title and NOT_PRIVATE_TITLE not in title
-    assert "1,000 users" in text  # N is disclosed (DP_CORRECTNESS 21b)
+    assert "1,000 users" in text  # N is disclosed (docs/DP_CORRECTNESS.md 21b)
     for heading in ("## Privacy", "### Stages of the privacy ledger", "## Utility", "## Audit",
                     "## Not covered by the guarantee"):
         assert heading in text

@@ -64,7 +64,7 @@ def test_private_evolution_event_equals_composing_the_rounds(accountant):
 
 
 def test_private_evolution_matches_the_documented_mu_gdp_values():
-    # ALGORITHMS.md §4: δ = 1e-6, T = 10, ε = 4 needs σ ≈ 3.77.
+    # docs/ALGORITHMS.md §4: δ = 1e-6, T = 10, ε = 4 needs σ ≈ 3.77.
     event = private_evolution_event(noise_multiplier=3.77, num_rounds=10)
     assert _eps(PLDAccountant, event, delta=1e-6) == pytest.approx(4.0, abs=0.02)
 

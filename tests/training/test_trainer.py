@@ -104,13 +104,13 @@ def test_train_reports_dp_accounting_epsilon_and_model_stays_a_peft_model(tmp_pa
     assert report.delta == pytest.approx(1 / (40 * math.log(40)))
     assert report.private
     assert "not covered" in " ".join(report.notes)
-    # Trainable weights changed, frozen ones did not (DP_CORRECTNESS 11).
+    # Trainable weights changed, frozen ones did not (docs/DP_CORRECTNESS.md 11).
     after = adapter_state(trainer)
     assert any(not torch.equal(trainable_before[n], after[n]) for n in after)
     for n, p in trainer.model.named_parameters():
         if not p.requires_grad:
             assert torch.equal(frozen_before[n], p), n
-    # No wrapper: generate and save_pretrained work as for any PEFT model (DP_CORRECTNESS 10).
+    # No wrapper: generate and save_pretrained work as for any PEFT model (docs/DP_CORRECTNESS.md 10).
     assert isinstance(trainer.model, PeftModel)
     out = trainer.model.generate(input_ids=torch.tensor([[5, 6, 7]]), max_new_tokens=4, do_sample=False)
     assert out.shape == (1, 7)

@@ -1,4 +1,4 @@
-"""A trainer's adapter is shared only through hf_dpsynth.hub's gates and DP card (DP_CORRECTNESS 27, 32).
+"""A trainer's adapter is shared only through hf_dpsynth.hub's gates and DP card (docs/DP_CORRECTNESS.md 27, 32).
 
 The inherited ``Trainer.push_to_hub`` uploads ``output_dir`` (the run folder: owner-only reports,
 checkpoints with the run's secret seeds) with a card of hyper-parameters and losses; the inherited

@@ -1,5 +1,5 @@
 """Private prediction's generator (:class:`PrivatePredictionSynthesizer`): a base model prompted
-with private records, no fine-tuning (Amin et al., Findings of EMNLP 2024; ALGORITHMS.md §3).
+with private records, no fine-tuning (Amin et al., Findings of EMNLP 2024; docs/ALGORITHMS.md §3).
 
 Each synthetic record is decoded from a *batch* of private records (:mod:`.batching`): every record
 of the batch is put in its own prompt, and each next token is sampled from the softmax of the
