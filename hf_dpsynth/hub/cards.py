@@ -35,6 +35,7 @@ from hf_dpsynth.errors import CardError, MissingDependencyError
 from hf_dpsynth._markdown import ceil_significant, escape_markdown, format_bound, format_value, ledger_number
 from hf_dpsynth.models import DEFAULT_MODEL_CACHE_PREFIX, DEFAULT_MODEL_GGUF, DEFAULT_MODEL_ID, DEFAULT_MODEL_NAME
 from hf_dpsynth.privacy.disclosure import DEFAULT_NOT_COVERED, OWNER_ONLY_HEADING
+from hf_dpsynth.privacy.events import event_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from huggingface_hub import DatasetCard, ModelCard
@@ -914,26 +915,8 @@ def _stage_row(stage: Mapping[str, Any]) -> tuple[str, ...]:
     ))
 
 
-def _event_parameters(event: Mapping[str, Any] | None) -> dict[str, Any]:
-    """σ, q, T and ρ as the dp-accounting event states them (the charge's metadata takes precedence)."""
-    if not event:
-        return {}
-    kind = event.get("type")
-    if kind == "gaussian":
-        return {"noise_multiplier": event["noise_multiplier"]}
-    if kind == "poisson_sampled":
-        return {"sampling_probability": event["sampling_probability"], **_event_parameters(event["event"])}
-    if kind == "self_composed":
-        return {"num_steps": event["count"], **_event_parameters(event["event"])}
-    if kind == "zcdp":
-        return {"rho": event["rho"]}
-    if kind == "non_private":
-        return {"noise_multiplier": 0}
-    return {}
-
-
 def _parameters_text(parameters: Mapping[str, Any], event: Mapping[str, Any] | None) -> str:
-    merged = {**parameters, **{k: v for k, v in _event_parameters(event).items() if k not in parameters}}
+    merged = {**parameters, **{k: v for k, v in event_parameters(event).items() if k not in parameters}}
     parts = [
         f"{_PARAMETER_LABELS.get(key, key)} = {_plain_value(value)}"
         for key, value in merged.items()
@@ -967,7 +950,7 @@ def _audit_context(audit: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def _training_rows(stage: Mapping[str, Any], training: Mapping[str, Any]) -> list[tuple[str, str]]:
     charge = stage["charges"][-1]  # the run that produced this adapter (a stage may hold earlier runs)
-    params = {**_event_parameters(charge.get("event")), **charge["parameters"]}
+    params = {**event_parameters(charge.get("event")), **charge["parameters"]}
     rows = [
         ("noise multiplier σ", params.get("noise_multiplier")),
         ("sampling probability q (Poisson)", params.get("sampling_probability")),
@@ -1150,7 +1133,7 @@ def _check_consistency(block: Mapping[str, Any], training: Mapping[str, Any], *,
         if key in check and check[key] != block[key]:
             problems.append(f"the training report has {key} = {check[key]!r}, the ledger {block[key]!r}")
     if stage is not None and check:
-        params = {**_event_parameters(stage["charges"][-1].get("event")), **stage["charges"][-1]["parameters"]}
+        params = {**event_parameters(stage["charges"][-1].get("event")), **stage["charges"][-1]["parameters"]}
         for key in ("noise_multiplier", "sampling_probability", "num_steps"):
             if key in params and not math.isclose(float(check[key]), float(params[key]), rel_tol=1e-9):
                 problems.append(f"the training report has {key} = {check[key]!r}, the ledger's charge {params[key]!r}")
