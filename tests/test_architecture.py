@@ -27,7 +27,7 @@ FLOORS = {
 #: Modules still over MAX_LINES, each to be split (issue 13); the list may only shrink.
 MAX_LINES = 500
 OVERSIZE: set[str] = {
-    "hf_dpsynth/hub/cards.py", "hf_dpsynth/training/trainer.py", "hf_dpsynth/privacy/ledger.py",
+    "hf_dpsynth/training/trainer.py", "hf_dpsynth/privacy/ledger.py",
     "hf_dpsynth/generation/private_prediction.py", "hf_dpsynth/evaluation/report.py",
 }
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from hf_dpsynth._lazy import lazy_exports
 
 _LAZY = {
-    "dp_block": "hf_dpsynth.hub.cards",
-    "dp_block_schema": "hf_dpsynth.hub.cards",
-    "read_dp_block": "hf_dpsynth.hub.cards",
-    "refuted_audit_statement": "hf_dpsynth.hub.cards",
+    "dp_block": "hf_dpsynth.hub.card_block",
+    "dp_block_schema": "hf_dpsynth.hub.card_block",
+    "refuted_audit_statement": "hf_dpsynth.hub.card_block",
+    "read_dp_block": "hf_dpsynth.hub.card_reading",
+    "validate_card": "hf_dpsynth.hub.card_reading",
     "render_adapter_card": "hf_dpsynth.hub.cards",
     "render_dataset_card": "hf_dpsynth.hub.cards",
-    "validate_card": "hf_dpsynth.hub.cards",
     "CANARY_OWNER_CHECK": "hf_dpsynth.hub.gates",
     "VERBATIM_OWNER_CHECK": "hf_dpsynth.hub.gates",
     "GateReport": "hf_dpsynth.hub.gates",
