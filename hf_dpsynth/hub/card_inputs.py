@@ -9,19 +9,24 @@ shareable fields and its owner-only counts. Inputs that describe another release
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hf_dpsynth.errors import CardError
 from hf_dpsynth.models import DEFAULT_MODEL_CACHE_PREFIX, DEFAULT_MODEL_ID, DEFAULT_MODEL_NAME
 from hf_dpsynth.privacy.events import event_parameters
 
 __all__ = [
+    "LedgerInput",
+    "PreparationFacts",
+    "ResolvedBaseModel",
+    "TrainingFacts",
     "check_consistency",
     "check_preparation",
     "checked_mapping",
@@ -49,7 +54,43 @@ _TRAINING_KEYS = (
 )
 
 
-def ledger_input(ledger_report: Any) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+class LedgerInput(NamedTuple):
+    """A card's ledger input, read: the report as a plain dict, and each stage's charge events."""
+
+    report: dict[str, Any]
+    events: dict[str, list[dict[str, Any]]]
+    """Stage name → the JSON form of each of its charges' dp-accounting events (empty unless the
+    ledger itself was given)."""
+
+
+class PreparationFacts(NamedTuple):
+    """The preparation report as a card reads it."""
+
+    shareable: dict[str, Any]
+    owner_only: dict[str, Any]
+    """Counts on the private data: they enter a card only with ``include_owner_only``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingFacts:
+    """What a card takes from the trainer's privacy report (all empty when there is none)."""
+
+    steps_taken: Any = None
+    reproducible: bool = False
+    """The mechanisms' randomness was fixed for reproducibility (a test setting)."""
+    check: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The report's fields that must agree with the ledger (δ, N, unit, σ, q, T)."""
+
+
+class ResolvedBaseModel(NamedTuple):
+    """The Hub id a card names as ``base_model``."""
+
+    hub_id: str
+    is_default: bool
+    """It is the embedded default model (its Q4_1 quantisation, dequantised)."""
+
+
+def ledger_input(ledger_report: Any) -> LedgerInput:
     """The report as a plain dict, and each stage's charge events when the ledger itself is given."""
     from hf_dpsynth.privacy import LedgerReport, PrivacyLedger, event_to_dict
 
@@ -57,11 +98,11 @@ def ledger_input(ledger_report: Any) -> tuple[dict[str, Any], dict[str, list[dic
         events: dict[str, list[dict[str, Any]]] = {}
         for charge in ledger_report.charges:
             events.setdefault(charge.stage, []).append(event_to_dict(charge.event))
-        return ledger_report.report().to_dict(), events
+        return LedgerInput(ledger_report.report().to_dict(), events)
     if isinstance(ledger_report, LedgerReport):
-        return ledger_report.to_dict(), {}
+        return LedgerInput(ledger_report.to_dict(), {})
     if isinstance(ledger_report, Mapping):
-        return json_plain(dict(ledger_report), what="the ledger report"), {}
+        return LedgerInput(json_plain(dict(ledger_report), what="the ledger report"), {})
     raise CardError(
         f"ledger_report must be PrivacyLedger.report().to_dict(), a LedgerReport or the PrivacyLedger; got "
         f"{type(ledger_report).__name__}. A card's privacy figures come from the ledger only."
@@ -80,35 +121,35 @@ def without_secrets(value: Any) -> Any:
     return value
 
 
-def preparation_facts(preparation: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def preparation_facts(preparation: Any) -> PreparationFacts:
     """The preparation report's shareable fields and its owner-only counts."""
     if preparation is None:
-        return {}, {}
+        return PreparationFacts({}, {})
     if hasattr(preparation, "to_dict") and not isinstance(preparation, Mapping):
         preparation = preparation.to_dict(include_owner_only=True)
     data = without_secrets(checked_mapping("preparation", preparation))
     owner = data.pop("owner_only", {}) or {}
     if not isinstance(owner, Mapping):
         raise CardError(f"preparation['owner_only'] must be a mapping of counts; got {owner!r}.")
-    return data, dict(owner)
+    return PreparationFacts(data, dict(owner))
 
 
-def training_facts(training_report: Any) -> dict[str, Any]:
+def training_facts(training_report: Any) -> TrainingFacts:
     """What the card takes from the trainer's privacy report: the steps taken and how it was randomised."""
     if training_report is None:
-        return {}
+        return TrainingFacts()
     if hasattr(training_report, "to_dict") and not isinstance(training_report, Mapping):
         training_report = training_report.to_dict()
     report = checked_mapping("training_report", training_report)
     missing = [key for key in _TRAINING_KEYS if key not in report]
     if missing:
         raise CardError(f"training_report lacks {missing}: pass trainer.privacy_report() (or its to_dict()).")
-    return {
-        "steps_taken": report["steps_taken"],
-        "reproducible": bool(report["reproducibility_seed_set"]),
-        "check": {key: report[key] for key in ("delta", "num_units", "privacy_unit", "private", "noise_multiplier",
-                                              "sampling_probability", "num_steps")},
-    }
+    return TrainingFacts(
+        steps_taken=report["steps_taken"],
+        reproducible=bool(report["reproducibility_seed_set"]),
+        check={key: report[key] for key in ("delta", "num_units", "privacy_unit", "private", "noise_multiplier",
+                                           "sampling_probability", "num_steps")},
+    )
 
 
 def check_preparation(ledger_report: Any, prep: Mapping[str, Any]) -> None:
@@ -125,10 +166,10 @@ def check_preparation(ledger_report: Any, prep: Mapping[str, Any]) -> None:
         raise CardError("The inputs describe another release than the ledger: " + "; ".join(problems) + ".")
 
 
-def check_consistency(block: Mapping[str, Any], training: Mapping[str, Any], *, stage: Mapping[str, Any] | None) -> None:
+def check_consistency(block: Mapping[str, Any], training: TrainingFacts, *, stage: Mapping[str, Any] | None) -> None:
     """CardError when the training report describes another run than the ledger's."""
     problems = []
-    check = training.get("check", {})
+    check = training.check
     for key in ("delta", "num_units", "privacy_unit", "private"):
         if key in check and check[key] != block[key]:
             problems.append(f"the training report has {key} = {check[key]!r}, the ledger {block[key]!r}")
@@ -141,20 +182,20 @@ def check_consistency(block: Mapping[str, Any], training: Mapping[str, Any], *, 
         raise CardError("The inputs describe another release than the ledger: " + "; ".join(problems) + ".")
 
 
-def resolve_base_model(base_model: str | None) -> tuple[str, bool]:
+def resolve_base_model(base_model: str | None) -> ResolvedBaseModel:
     """The Hub id to name as ``base_model``, and whether it is the embedded default (Q4_1, dequantised)."""
     if base_model is None or base_model == DEFAULT_MODEL_NAME:
-        return DEFAULT_MODEL_ID, True
+        return ResolvedBaseModel(DEFAULT_MODEL_ID, True)
     if not isinstance(base_model, str) or not base_model.strip():
         raise CardError(f"base_model must be a Hub id such as {DEFAULT_MODEL_ID!r}; got {base_model!r}.")
     if Path(base_model).name.startswith(DEFAULT_MODEL_CACHE_PREFIX):
-        return DEFAULT_MODEL_ID, True
+        return ResolvedBaseModel(DEFAULT_MODEL_ID, True)
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", base_model) or Path(base_model).exists():
         raise CardError(
             f"base_model must be the Hub id of the weights the adapter was trained on; got {base_model!r}, which "
             "looks like a local path (a card must not name private folders)."
         )
-    return base_model, False
+    return ResolvedBaseModel(base_model, False)
 
 
 def checked_mapping(name: str, value: Any) -> dict[str, Any]:

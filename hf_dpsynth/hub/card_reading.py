@@ -9,7 +9,7 @@ mentions no seed anywhere. The push gates read a card through here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from hf_dpsynth.errors import CardError
 from hf_dpsynth.hub.card_block import DP_BLOCK_KEY, SECRET_TEXT, validate_block
@@ -17,6 +17,12 @@ from hf_dpsynth.hub.card_text import NOT_PRIVATE_TITLE
 from hf_dpsynth.privacy.disclosure import OWNER_ONLY_HEADING
 
 __all__ = ["read_dp_block", "validate_card"]
+
+
+class _FrontMatter(NamedTuple):
+    metadata: dict[str, Any]
+    body: str
+    """The Markdown after the metadata block."""
 
 
 def validate_card(card_or_text: Any) -> dict[str, Any]:
@@ -95,7 +101,7 @@ def _card_text(card_or_text: Any) -> str:
     raise CardError(f"Expected a card's text or a huggingface_hub RepoCard; got {type(card_or_text).__name__}.")
 
 
-def _front_matter(text: str) -> tuple[dict[str, Any], str]:
+def _front_matter(text: str) -> _FrontMatter:
     import yaml
     from huggingface_hub.repocard import (
         REGEX_YAML_BLOCK,  # the Hub's own front-matter rule
@@ -110,4 +116,4 @@ def _front_matter(text: str) -> tuple[dict[str, Any], str]:
         raise CardError(f"The card's YAML metadata does not parse: {exc}") from exc
     if not isinstance(metadata, dict):
         raise CardError(f"The card's YAML metadata must be a mapping; got {type(metadata).__name__}.")
-    return metadata, text[match.end():]
+    return _FrontMatter(metadata, text[match.end():])

@@ -16,16 +16,17 @@ import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from hf_dpsynth._markdown import ceil_significant, escape_markdown, format_bound, format_value, ledger_number
 from hf_dpsynth.errors import CardError, MissingDependencyError
 from hf_dpsynth.hub.card_block import TEMPLATES_DIR, epsilon_text
-from hf_dpsynth.hub.card_inputs import checked_strings
+from hf_dpsynth.hub.card_inputs import TrainingFacts, checked_strings
 from hf_dpsynth.privacy.disclosure import OWNER_ONLY_HEADING
 from hf_dpsynth.privacy.events import event_parameters
 
 __all__ = [
+    "MetricRows",
     "NOT_PRIVATE_TITLE",
     "card_title",
     "common_context",
@@ -55,6 +56,20 @@ _PARAMETER_LABELS = {
     "max_examples_per_user": "cap per user",
     "svt": "sparse vector",
 }
+
+
+class MetricRows(NamedTuple):
+    """Table rows (section, metric, setting, value, note) of the metrics, escaped for Markdown."""
+
+    shareable: list[tuple[str, ...]]
+    owner_only: list[tuple[str, ...]]
+
+
+class _UnitWords(NamedTuple):
+    noun: str
+    """The privacy unit as a noun ("user", "record")."""
+    description: str
+    """What one unit's data is (empty at example level)."""
 
 
 @functools.cache
@@ -118,13 +133,13 @@ def card_title(name: str, block: Mapping[str, Any]) -> str:
             f"δ = {format_bound(block['delta'])}, {block['privacy_unit']}-level")
 
 
-def _unit_words(block: Mapping[str, Any]) -> tuple[str, str]:
+def _unit_words(block: Mapping[str, Any]) -> _UnitWords:
     """The privacy unit as a noun, and what one unit's data is (empty at example level)."""
     if block["privacy_unit"] == "user":
         cap = block["max_examples_per_user"]
         kept = f"; at most {cap} were kept per user" if cap is not None else ""
-        return "user", f"all records of one user together{kept}"
-    return "record", ""
+        return _UnitWords("user", f"all records of one user together{kept}")
+    return _UnitWords("record", "")
 
 
 def _privacy_paragraphs(block: Mapping[str, Any], noun: str) -> list[str]:
@@ -235,14 +250,14 @@ def _audit_context(audit: Mapping[str, Any] | None) -> dict[str, Any] | None:
             "refuted": bool(audit["refuted"]), "override": escape_markdown(audit["override"]) if "override" in audit else None}
 
 
-def training_rows(stage: Mapping[str, Any], training: Mapping[str, Any]) -> list[tuple[str, str]]:
+def training_rows(stage: Mapping[str, Any], training: TrainingFacts) -> list[tuple[str, str]]:
     charge = stage["charges"][-1]  # the run that produced this adapter (a stage may hold earlier runs)
     params = {**event_parameters(charge.get("event")), **charge["parameters"]}
     rows = [
         ("noise multiplier σ", params.get("noise_multiplier")),
         ("sampling probability q (Poisson)", params.get("sampling_probability")),
         ("steps T (charged)", params.get("num_steps")),
-        ("steps taken", training.get("steps_taken")),
+        ("steps taken", training.steps_taken),
         ("clip C (per privacy unit, L2)", params.get("per_example_max_grad_norm")),
         ("expected batch q·N", params.get("logical_batch_size")),
         ("ε of this stage alone", epsilon_text(stage["epsilon_spent"])),
@@ -315,7 +330,7 @@ def _preparation_rows(prep: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(escape_markdown(k), escape_markdown(v)) for k, v in rows]
 
 
-def metric_rows(metrics: Sequence[Any], audit: Any) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+def metric_rows(metrics: Sequence[Any], audit: Any) -> MetricRows:
     """Table rows (section, metric, setting, value, note) of the shareable and the owner-only metrics.
 
     An audit adds its owner-only values (controls; everything when it was neither charged nor run on
@@ -336,7 +351,7 @@ def metric_rows(metrics: Sequence[Any], audit: Any) -> tuple[list[tuple[str, ...
             fields["section"], fields["name"], fields["setting"], format_value(fields["value"]), fields["note"],
         ))
         (shared if fields["shareable"] else owner).append(row)
-    return shared, owner
+    return MetricRows(shared, owner)
 
 
 def _metric_fields(metric: Any) -> dict[str, Any]:

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hf_dpsynth.errors import CardError
 from hf_dpsynth.hub.card_block import DP_BLOCK_KEY, dp_block
 from hf_dpsynth.hub.card_inputs import (
+    TrainingFacts,
     check_consistency,
     check_preparation,
     checked_mapping,
@@ -68,6 +69,16 @@ __all__ = [
 DATASET_TAGS = ("synthetic", "differential-privacy", "hf-dpsynth")
 ADAPTER_TAGS = ("differential-privacy", "dp-sgd", "lora", "peft", "hf-dpsynth")
 NOT_PRIVATE_TAG = "not-differentially-private"
+
+
+class _Release(NamedTuple):
+    """What both cards share."""
+
+    block: dict[str, Any]
+    """The ``differential_privacy`` block."""
+    training: TrainingFacts
+    context: dict[str, Any]
+    """The template context common to both cards."""
 
 
 def render_dataset_card(
@@ -248,7 +259,7 @@ def _release(
     notes: Sequence[str],
     outputs: Mapping[str, Sequence[str]] | None = None,
     refuted_audit_override: bool = False,
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+) -> _Release:
     """What both cards share: the block, the training report's facts, and the template context."""
     shared_prep, owner_prep = preparation_facts(preparation)
     check_preparation(ledger_report, shared_prep)
@@ -257,14 +268,14 @@ def _release(
     owner_included = bool(include_owner_only and (owner_metrics or owner_prep))
     block = dp_block(
         ledger_report, audit=audit, max_examples_per_user=shared_prep.get("max_examples_per_user"),
-        owner_checks=owner_checks, reproducible_randomness=training.get("reproducible", False),
+        owner_checks=owner_checks, reproducible_randomness=training.reproducible,
         owner_only_included=owner_included, outputs=outputs, refuted_audit_override=refuted_audit_override,
     )
     context = common_context(
         block, what, shared_metrics, owner_metrics if owner_included else [],
         owner_prep if owner_included else {}, shared_prep, notes,
     )
-    return block, training, context
+    return _Release(block, training, context)
 
 
 def _render(template: str, card_cls: type, card_data: Any, context: Mapping[str, Any]) -> Any:
