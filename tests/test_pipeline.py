@@ -240,7 +240,8 @@ def test_audit_command_audits_the_recipe_training_as_its_own_run(tmp_path):
 def test_a_charged_audit_is_a_stage_of_the_run_and_only_its_dp_run_reaches_the_card(tmp_path, capsys):
     import dp_accounting
 
-    from hf_dpsynth.hub.cards import read_dp_block, render_dataset_card, validate_card
+    from hf_dpsynth.hub.card_reading import read_dp_block, validate_card
+    from hf_dpsynth.hub.cards import render_dataset_card
     from hf_dpsynth.pipeline.audit_run import load_audit
 
     recipe, out = _sms(tmp_path)

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 from hf_dpsynth._lazy import lazy_exports
 
 _LAZY = {
-    "dp_block": "hf_dpsynth.hub.cards",
-    "dp_block_schema": "hf_dpsynth.hub.cards",
-    "read_dp_block": "hf_dpsynth.hub.cards",
-    "refuted_audit_statement": "hf_dpsynth.hub.cards",
+    "dp_block": "hf_dpsynth.hub.card_block",
+    "dp_block_schema": "hf_dpsynth.hub.card_block",
+    "refuted_audit_statement": "hf_dpsynth.hub.card_block",
+    "read_dp_block": "hf_dpsynth.hub.card_reading",
+    "validate_card": "hf_dpsynth.hub.card_reading",
     "render_adapter_card": "hf_dpsynth.hub.cards",
     "render_dataset_card": "hf_dpsynth.hub.cards",
-    "validate_card": "hf_dpsynth.hub.cards",
     "CANARY_OWNER_CHECK": "hf_dpsynth.hub.gates",
     "VERBATIM_OWNER_CHECK": "hf_dpsynth.hub.gates",
     "GateReport": "hf_dpsynth.hub.gates",
@@ -61,15 +61,9 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from hf_dpsynth.hub.adapter import push_trainer_adapter, trainer_adapter_card, write_trainer_adapter_card
-    from hf_dpsynth.hub.cards import (
-        dp_block,
-        dp_block_schema,
-        read_dp_block,
-        refuted_audit_statement,
-        render_adapter_card,
-        render_dataset_card,
-        validate_card,
-    )
+    from hf_dpsynth.hub.card_block import dp_block, dp_block_schema, refuted_audit_statement
+    from hf_dpsynth.hub.card_reading import read_dp_block, validate_card
+    from hf_dpsynth.hub.cards import render_adapter_card, render_dataset_card
     from hf_dpsynth.hub.gates import (
         CANARY_OWNER_CHECK,
         VERBATIM_OWNER_CHECK,

@@ -283,7 +283,8 @@ def _card_gates(
 ) -> None:
     """The ledger and card gates (both pushes): appends to ``report``, raises nothing."""
     from hf_dpsynth.errors import CardError
-    from hf_dpsynth.hub.cards import dp_block, read_dp_block, refuted_audit_statement, validate_card
+    from hf_dpsynth.hub.card_block import dp_block, refuted_audit_statement
+    from hf_dpsynth.hub.card_reading import read_dp_block, validate_card
 
     ledger_report = _report_dict(ledger_report)
     _ledger_gate(report, ledger_report, allow_non_private)

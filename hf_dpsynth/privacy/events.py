@@ -3,7 +3,8 @@
 Every mechanism that touches private data emits one frozen ``dp_accounting`` event (see
 docs/ALGORITHMS.md §0) and charges it to the ledger. This module builds those events from the
 package's privacy vocabulary, says which accountant can compose them, and (de)serialises them so
-that a saved ledger holds exactly what was spent.
+that a saved ledger holds exactly what was spent; a card reads their parameters (σ, q, T, ρ) back
+from that JSON form.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "dpsgd_event",
     "event_from_dict",
     "event_kind",
+    "event_parameters",
     "event_to_dict",
     "gaussian_event",
     "is_non_private",
@@ -263,6 +265,29 @@ def event_to_dict(event: dp_accounting.DpEvent) -> dict[str, Any]:
         out["rho"] = _field_real(name, "rho", event.rho)
         out["xi"] = _field_real(name, "xi", event.xi)
     return out
+
+
+def event_parameters(event: Mapping[str, Any] | None) -> dict[str, Any]:
+    """σ, q, T and ρ as an event in the JSON form of :func:`event_to_dict` states them, under the names
+    a charge's metadata gives them (``noise_multiplier``, ``sampling_probability``, ``num_steps``,
+    ``rho``); empty for no event or an event without such parameters.
+
+    A DP card shows these beside each charge's metadata (the metadata takes precedence).
+    """
+    if not event:
+        return {}
+    kind = event.get("type")
+    if kind == "gaussian":
+        return {"noise_multiplier": event["noise_multiplier"]}
+    if kind == "poisson_sampled":
+        return {"sampling_probability": event["sampling_probability"], **event_parameters(event["event"])}
+    if kind == "self_composed":
+        return {"num_steps": event["count"], **event_parameters(event["event"])}
+    if kind == "zcdp":
+        return {"rho": event["rho"]}
+    if kind == "non_private":
+        return {"noise_multiplier": 0}
+    return {}
 
 
 def event_from_dict(data: Mapping[str, Any]) -> dp_accounting.DpEvent:

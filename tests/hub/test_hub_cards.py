@@ -26,17 +26,12 @@ from hf_dpsynth.audit.audit import AuditConfig, AuditReport, evaluate_guesses
 from hf_dpsynth.data.prepare import PreparationReport
 from hf_dpsynth.errors import CardError
 from hf_dpsynth.evaluation.metric import Metric
-from hf_dpsynth.hub import cards
-from hf_dpsynth.hub.cards import (
-    DP_BLOCK_KEY,
-    NOT_PRIVATE_TITLE,
-    dp_block,
-    dp_block_schema,
-    read_dp_block,
-    render_adapter_card,
-    render_dataset_card,
-    validate_card,
-)
+from hf_dpsynth._markdown import format_value
+from hf_dpsynth.hub import card_block, card_inputs, card_reading, cards
+from hf_dpsynth.hub.card_block import DP_BLOCK_KEY, dp_block, dp_block_schema
+from hf_dpsynth.hub.card_reading import read_dp_block, validate_card
+from hf_dpsynth.hub.card_text import NOT_PRIVATE_TITLE
+from hf_dpsynth.hub.cards import render_adapter_card, render_dataset_card
 from hf_dpsynth.hub.gates import VERBATIM_OWNER_CHECK
 from hf_dpsynth.models import DEFAULT_MODEL_ID, DEFAULT_MODEL_NAME
 from hf_dpsynth.privacy.disclosure import OWNER_ONLY_HEADING
@@ -335,7 +330,7 @@ def test_dataset_card_metadata(dataset_card):
     assert data["pretty_name"] == "SMS spam (synthetic, DP)"
     text = dataset_card.text
     title = next(line for line in text.splitlines() if line.startswith("# "))
-    eps = cards._epsilon_text(dataset_card.data[DP_BLOCK_KEY]["epsilon"])
+    eps = card_block.epsilon_text(dataset_card.data[DP_BLOCK_KEY]["epsilon"])
     assert f"ε = {eps}" in title and "user-level" in title and NOT_PRIVATE_TITLE not in title
     assert "1,000 users" in text  # N is disclosed (docs/DP_CORRECTNESS.md 21b)
     for heading in ("## Privacy", "### Stages of the privacy ledger", "## Utility", "## Audit",
@@ -366,7 +361,7 @@ def test_private_prediction_parameters_come_from_the_charge_and_its_event(owner_
     with_events = render_dataset_card(ledger_report=prediction_ledger, num_records=18, codec_info=CODEC,
                                       generator_info={"generator": "private_prediction"})
     rho = prediction_ledger.charges[-1].event.rho
-    assert f"ρ = {cards.format_value(rho)}" in with_events.text
+    assert f"ρ = {format_value(rho)}" in with_events.text
 
 
 def test_owner_only_values_are_absent_by_default(dataset_card, adapter_card, uncharged_audit, prediction_ledger):
@@ -389,7 +384,7 @@ def test_owner_only_values_appear_only_labelled_with_the_option(owner_only_card,
     assert "without\ndifferential privacy" in owner_part
     assert "TSTR accuracy on the private test split" in owner_part and "private test split" not in shared_part
     assert "| duplicates_removed | 412 |" in owner_part and "EMAIL 17, PHONE 203" in owner_part
-    eps_hat = cards.format_value(uncharged_audit.main.epsilon_lower_bound)
+    eps_hat = format_value(uncharged_audit.main.epsilon_lower_bound)
     assert "ε̂" not in shared_part and "## Audit" not in shared_part
     assert f"| audit | ε̂ (one-run lower bound) |  | {eps_hat} |" in owner_part
     block = read_dp_block(str(owner_only_card))
@@ -452,10 +447,10 @@ def test_secrets_anywhere_in_the_inputs_are_dropped():
 
 def test_displayed_epsilon_never_understates_the_bound():
     for value in (1.2341, 1.23400001, 0.1999362761517017, 2.995760207580577, 9.99951, 123.45678, 4.0, 1e-4 + 1e-10):
-        shown = float(cards._epsilon_text(value))
+        shown = float(card_block.epsilon_text(value))
         assert value <= shown <= value * (1 + 1e-3)
-    assert cards._epsilon_text("inf") == "∞" and cards._epsilon_text(1.2341) == "1.235"
-    assert cards._epsilon_text(0.1 * 3.0) == "0.3"  # float noise (0.30000000000000004) is not rounded up
+    assert card_block.epsilon_text("inf") == "∞" and card_block.epsilon_text(1.2341) == "1.235"
+    assert card_block.epsilon_text(0.1 * 3.0) == "0.3"  # float noise (0.30000000000000004) is not rounded up
 
 
 @pytest.mark.parametrize(("n", "category"), [(1, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (5000, "1K<n<10K"),
@@ -465,22 +460,22 @@ def test_size_category(n, category):
 
 
 def test_base_model_names(tmp_path):
-    assert cards._base_model(None) == (DEFAULT_MODEL_ID, True)
-    assert cards._base_model(DEFAULT_MODEL_NAME) == (DEFAULT_MODEL_ID, True)
+    assert card_inputs.resolve_base_model(None) == (DEFAULT_MODEL_ID, True)
+    assert card_inputs.resolve_base_model(DEFAULT_MODEL_NAME) == (DEFAULT_MODEL_ID, True)
     cache = "/home/someone/.cache/hf_dpsynth/models/SmolLM2-135M-Instruct-Q4_1-0123456789ab"
-    assert cards._base_model(cache) == (DEFAULT_MODEL_ID, True)  # the folder the default was dequantised into
-    assert cards._base_model("HuggingFaceTB/SmolLM2-360M-Instruct") == ("HuggingFaceTB/SmolLM2-360M-Instruct", False)
+    assert card_inputs.resolve_base_model(cache) == (DEFAULT_MODEL_ID, True)  # the folder the default was dequantised into
+    assert card_inputs.resolve_base_model("HuggingFaceTB/SmolLM2-360M-Instruct") == ("HuggingFaceTB/SmolLM2-360M-Instruct", False)
     for local in (str(tmp_path), "/data/private/my-model", "./out/adapter"):
         with pytest.raises(CardError, match="local path"):
-            cards._base_model(local)
+            card_inputs.resolve_base_model(local)
 
 
 def test_the_training_report_keys_read_here_exist_in_TrainingPrivacyReport():
-    # importing the trainer takes seconds (torch, transformers): read its source instead
-    tree = ast.parse((REPO / "hf_dpsynth" / "training" / "trainer.py").read_text(encoding="utf-8"))
+    # importing training takes seconds (torch, transformers): read its source instead
+    tree = ast.parse((REPO / "hf_dpsynth" / "training" / "report.py").read_text(encoding="utf-8"))
     (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainingPrivacyReport"]
     fields = {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
-    assert set(cards._TRAINING_KEYS) <= fields
+    assert set(card_inputs._TRAINING_KEYS) <= fields
     assert set(_training_report(PrivacyLedger(epsilon=1.0, delta=1e-6))) == fields
 
 
@@ -517,7 +512,7 @@ def test_malformed_ledger_reports_are_refused(user_ledger):
 
 
 def _replace_block(text, change):
-    metadata, body = cards._front_matter(text)
+    metadata, body = card_reading._front_matter(text)
     change(metadata)
     return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---\n" + body
 
@@ -626,10 +621,10 @@ def test_a_stage_that_released_output_without_a_charge_or_outside_the_ledger_is_
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(tampered, dp_block_schema())
     with pytest.raises(CardError, match="holds no charge|does not validate"):
-        cards._validate_block(tampered)
+        card_block.validate_block(tampered)
     without = {**block, "stages": [{k: v for k, v in s.items() if k != "outputs"} for s in block["stages"]]}
     with pytest.raises(CardError, match="outputs"):
-        cards._validate_block(without)  # every stage entry lists its outputs (format_version 2)
+        card_block.validate_block(without)  # every stage entry lists its outputs (format_version 2)
 
 
 def test_delta_and_the_factor_e_epsilon_are_rounded_up_in_the_card():
@@ -647,13 +642,13 @@ def test_delta_and_the_factor_e_epsilon_are_rounded_up_in_the_card():
 def test_an_override_without_a_refuted_audit_does_not_validate(charged_audit, user_ledger):
     block = dp_block(user_ledger, audit=charged_audit)
     assert block["audit"]["refuted"] is False
-    statement = cards.refuted_audit_statement(block["audit"]["epsilon_lower_bound"], block["audit"]["claimed_epsilon"])
+    statement = card_block.refuted_audit_statement(block["audit"]["epsilon_lower_bound"], block["audit"]["claimed_epsilon"])
     tampered = {**block, "audit": {**block["audit"], "override": statement}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(tampered, dp_block_schema())
     refuted = {**block, "audit": {**block["audit"], "refuted": True, "override": "published anyway"}}
     with pytest.raises(CardError, match="override statement"):
-        cards._validate_block(refuted)
+        card_block.validate_block(refuted)
 
 
 def test_the_drop_invalid_rule_is_stated_and_its_counts_stay_owner_only(user_ledger):

@@ -203,7 +203,7 @@ def _audit(claimed_epsilon, *, refuted):
 
 def test_a_refuted_audit_stops_the_push_unless_overridden_and_stated_in_the_card():
     from hf_dpsynth.errors import CardError
-    from hf_dpsynth.hub.cards import read_dp_block
+    from hf_dpsynth.hub.card_reading import read_dp_block
 
     ledger = _ledger_object()
     report = ledger.report().to_dict()

@@ -87,7 +87,8 @@ def test_a_dp_trained_adapter_and_its_card_round_trip_through_the_hub(hub_env, t
     from peft import LoraConfig, PeftModel
 
     from hf_dpsynth import DPSynthConfig, DPSynthTrainer
-    from hf_dpsynth.hub.cards import read_dp_block, render_adapter_card, validate_card
+    from hf_dpsynth.hub.card_reading import read_dp_block, validate_card
+    from hf_dpsynth.hub.cards import render_adapter_card
     from hf_dpsynth.models import tiny_causal_lm
 
     texts = [r["text"] for r in load_sms_spam("train").select(range(40))]

@@ -18,7 +18,7 @@ from safetensors.torch import load as load_safetensors
 from hf_dpsynth import DPSynthTrainer
 from hf_dpsynth.errors import DPConfigError
 from hf_dpsynth.hub.adapter import push_trainer_adapter, write_trainer_adapter_card
-from hf_dpsynth.hub.cards import read_dp_block, validate_card
+from hf_dpsynth.hub.card_reading import read_dp_block, validate_card
 
 from hf_dpsynth.models import tiny_causal_lm
 from test_trainer import config, lora, make_dataset, make_trainer
