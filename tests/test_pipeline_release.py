@@ -389,3 +389,24 @@ def test_owner_only_cards_go_to_their_own_file_and_the_push_never_takes_them(tmp
     with pytest.raises(PublishRefusedError, match="owner-only"):
         push_synthetic_dataset(run_copy / "synthetic", "me/data", card=owner, private_texts=[],
                                ledger_report=PrivacyLedger.load(run_copy / "privacy_ledger.json"), private=True)
+
+
+def test_a_recipe_declares_label_descriptions_and_the_prompt_writes_them(tmp_path):
+    from hf_dpsynth.pipeline.build import recipe_codec
+
+    source = _csv(tmp_path / "train.csv", _reviews(20))
+    base = _csv_recipe(source, holdout=0.2)
+    described = {"neg": "a review that did not like the film", "pos": "a review that enjoyed the film"}
+    recipe = load_recipe({**base, "data": {**base["data"], "label_descriptions": described,
+                                           "prompt_template": "Write {sentiment_description}.\n"}})
+    codec = recipe_codec(recipe)
+    assert codec.prompt_for(sentiment="pos") == "Write a review that enjoyed the film.\n"
+    assert codec.decode(codec.prompt_for(sentiment="neg") + "meh")["sentiment"] == "neg"
+    assert recipe.fingerprint() != load_recipe({**base, "data": {**base["data"], "prompt_template": "{sentiment}: "}}).fingerprint()
+    for data, match in [
+        ({"label_descriptions": {"neg": "x"}, "prompt_template": "{sentiment_description}"}, "exactly the labels"),
+        ({"label_descriptions": described, "prompt_template": "Write {sentiment}."}, r"\{sentiment_description\}"),
+        ({"label_descriptions": described, "labels": None, "label_column": None}, "declare data.label_column"),
+    ]:
+        with pytest.raises(DPConfigError, match=match):
+            load_recipe({**base, "data": {**base["data"], **data}})

@@ -99,6 +99,12 @@ class Codec(abc.ABC):
             instruction in the model's chat format (special tokens such as ``<|im_start|>`` written
             literally). ``decode`` reads the conditions back from it. It is public: write no
             private value into it.
+        descriptions: optional public descriptions of condition values, ``{name: {value: text}}``
+            (e.g. ``{"label": {"spam": "an unsolicited advertising or scam text message"}}``), which a
+            prompt template writes as the field ``{<name>_description}``: a model given "Write an
+            unsolicited advertising or scam text message" knows what to write, which "Write one spam
+            message" barely says. Every value of a described condition needs a description, and they
+            must differ (``decode`` reads the value back from its description).
     """
 
     modality: ClassVar[str]
@@ -108,6 +114,7 @@ class Codec(abc.ABC):
         *,
         conditions: Mapping[str, Sequence[str]] | None = None,
         prompt_template: str | None = None,
+        descriptions: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         conds: dict[str, tuple[str, ...]] = {}
         for name, values in dict(conditions or {}).items():
@@ -115,12 +122,19 @@ class Codec(abc.ABC):
                 f"conditions[{name!r}]", values
             )
         self._conditions = conds
+        self._descriptions = _checked_descriptions(descriptions, conds, prompt_template)
         self.prompt_template = prompt_template
-        self._template_re = None if prompt_template is None else _template_regex(prompt_template, conds)
+        self._template_re = (None if prompt_template is None
+                             else _template_regex(prompt_template, conds, self._descriptions))
 
     @property
     def conditions(self) -> Mapping[str, tuple[str, ...]]:
         return dict(self._conditions)
+
+    @property
+    def descriptions(self) -> Mapping[str, Mapping[str, str]]:
+        """The public descriptions of condition values (``{name: {value: text}}``; empty when none)."""
+        return {name: dict(d) for name, d in self._descriptions.items()}
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -155,7 +169,8 @@ class Codec(abc.ABC):
                 )
             values[name] = value
         if self.prompt_template is not None:
-            return self.prompt_template.format(**values)
+            described = {f"{name}{_DESCRIPTION}": d[values[name]] for name, d in self._descriptions.items()}
+            return self.prompt_template.format(**values, **described)
         return "".join(f"{name}: {value}\n" for name, value in values.items())
 
     def prompt_for(self, **conditions: str) -> str:
@@ -179,7 +194,7 @@ class Codec(abc.ABC):
                     f"expected the prompt template {self.prompt_template[:60]!r} first; got {text[:60]!r}.",
                     kind="missing_condition",
                 )
-            record.update((name, match.group(f"c{i}")) for i, name in enumerate(self._conditions))
+            record.update(self._template_conditions(match))
             record.update(self.decode_body(text[match.end():]))
             return record
         for name, allowed in self._conditions.items():
@@ -199,6 +214,23 @@ class Codec(abc.ABC):
             rest = after
         record.update(self.decode_body(rest))
         return record
+
+    def _template_conditions(self, match: re.Match[str]) -> dict[str, str]:
+        """Each condition's value from a matched template: its field, or its value's description."""
+        found = {}
+        for i, name in enumerate(self._conditions):
+            value = match.groupdict().get(f"c{i}")
+            described = match.groupdict().get(f"d{i}")
+            if described is not None:
+                by_text = {text: v for v, text in self._descriptions[name].items()}
+                if value is not None and by_text[described] != value:
+                    raise InvalidRecord(
+                        f"condition {name!r} is {value!r} but the prompt describes {by_text[described]!r}.",
+                        kind="missing_condition",
+                    )
+                value = by_text[described]
+            found[name] = value
+        return found
 
     @abc.abstractmethod
     def decode_body(self, text: str) -> dict[str, Any]:
@@ -230,12 +262,47 @@ class Codec(abc.ABC):
         info = {"modality": self.modality, "conditions": {k: list(v) for k, v in self._conditions.items()}}
         if self.prompt_template is not None:
             info["prompt_template"] = self.prompt_template
+        if self._descriptions:
+            info["descriptions"] = self.descriptions
         return info
 
 
-def _template_regex(template: Any, conditions: Mapping[str, tuple[str, ...]]) -> re.Pattern[str]:
-    """A regex matching ``template`` filled with allowed condition values; condition i is group ``c<i>``
-    (condition names need not be identifiers)."""
+_DESCRIPTION = "_description"  # a template field {<name>_description} writes that condition's description
+
+
+def _checked_descriptions(descriptions: Any, conditions: Mapping[str, tuple[str, ...]],
+                          template: str | None) -> dict[str, dict[str, str]]:
+    if descriptions is None:
+        return {}
+    if not isinstance(descriptions, Mapping):
+        raise SchemaError(f"descriptions must map a condition to {{value: description}}; got {descriptions!r}.")
+    checked: dict[str, dict[str, str]] = {}
+    for name, described in descriptions.items():
+        if name not in conditions:
+            raise SchemaError(f"descriptions names {name!r}, which is not a condition ({list(conditions)}).")
+        if f"{name}{_DESCRIPTION}" in conditions:
+            raise SchemaError(f"condition {name!r}{_DESCRIPTION} would clash with the description field of {name!r}.")
+        if not isinstance(described, Mapping) or set(described) != set(conditions[name]):
+            got = sorted(described) if isinstance(described, Mapping) else described
+            raise SchemaError(f"descriptions[{name!r}] must describe exactly the values {list(conditions[name])}; "
+                              f"got {got!r}.")
+        texts = {value: described[value] for value in conditions[name]}
+        if not all(isinstance(t, str) and t.strip() for t in texts.values()) or len(set(texts.values())) < len(texts):
+            raise SchemaError(f"descriptions[{name!r}] must be distinct, non-empty texts (the value is read back from "
+                              f"its description); got {texts!r}.")
+        checked[name] = texts
+    if checked and template is None:
+        raise SchemaError("descriptions are written by a prompt template's {<condition>_description} field: give "
+                          "prompt_template too.")
+    return checked
+
+
+def _template_regex(template: Any, conditions: Mapping[str, tuple[str, ...]],
+                    descriptions: Mapping[str, Mapping[str, str]] | None = None) -> re.Pattern[str]:
+    """A regex matching ``template`` filled with allowed condition values (and their descriptions);
+    condition i is group ``c<i>``, its description ``d<i>`` (condition names need not be identifiers)."""
+    descriptions = descriptions or {}
+    described_fields = {f"{name}{_DESCRIPTION}": name for name in descriptions}
     if not isinstance(template, str) or not template:
         raise SchemaError(f"prompt_template must be a non-empty string; got {template!r}.")
     parts: list[str] = []
@@ -249,10 +316,20 @@ def _template_regex(template: Any, conditions: Mapping[str, tuple[str, ...]]) ->
         parts.append(re.escape(literal))
         if name is None:
             continue
+        if name in described_fields and not spec and not conversion:
+            group = f"d{list(conditions).index(described_fields[name])}"
+            if name in seen:
+                parts.append(f"(?P={group})")
+            else:
+                texts = sorted(descriptions[described_fields[name]].values(), key=len, reverse=True)
+                parts.append(f"(?P<{group}>" + "|".join(map(re.escape, texts)) + ")")
+                seen.add(name)
+            continue
         if name not in conditions or spec or conversion:
             raise SchemaError(
                 f"prompt_template field {{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}} "
-                f"is not a condition name; its fields must be plain {{name}} for a condition in {list(conditions)}."
+                f"is not a condition name; its fields must be plain {{name}} for a condition in {list(conditions)}"
+                + (f", or {{name{_DESCRIPTION}}} for a described one ({list(descriptions)})." if descriptions else ".")
             )
         group = f"c{list(conditions).index(name)}"
         if name in seen:
@@ -261,7 +338,7 @@ def _template_regex(template: Any, conditions: Mapping[str, tuple[str, ...]]) ->
             alternatives = sorted(conditions[name], key=len, reverse=True)  # longest first
             parts.append(f"(?P<{group}>" + "|".join(map(re.escape, alternatives)) + ")")
             seen.add(name)
-    missing = [n for n in conditions if n not in seen]
+    missing = [n for n in conditions if n not in seen and f"{n}{_DESCRIPTION}" not in seen]
     if missing:
         raise SchemaError(
             f"prompt_template {template!r} has no field for condition(s) {missing}: write each as {{name}}, so the "
@@ -298,7 +375,7 @@ class TextCodec(Codec):
         text_field: the record field holding the text.
         conditions: see :class:`Codec`; the loss covers only the text, never the prefix.
         max_chars: optional upper bound on a decoded text's length (longer is invalid).
-        prompt_template: see :class:`Codec`.
+        prompt_template, descriptions: see :class:`Codec`.
 
     The body is the text itself, unchanged: ``decode(encode(r)) == r`` for every valid record.
     A text must be a non-empty string (after stripping surrounding whitespace) without NUL bytes.
@@ -313,8 +390,9 @@ class TextCodec(Codec):
         conditions: Mapping[str, Sequence[str]] | None = None,
         max_chars: int | None = None,
         prompt_template: str | None = None,
+        descriptions: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        super().__init__(conditions=conditions, prompt_template=prompt_template)
+        super().__init__(conditions=conditions, prompt_template=prompt_template, descriptions=descriptions)
         self.text_field = _check_name("text_field", text_field)
         if text_field in self._conditions:
             raise SchemaError(f"text_field {text_field!r} is also a condition; give them different names.")

@@ -51,7 +51,7 @@ class ImageCodec(Codec):
         alphabet: one distinct, non-whitespace symbol per level.
         image_field: the record field holding the image (a 2-D array or nested lists).
         conditions: see :class:`Codec` (e.g. ``{"label": ["0", ..., "9"]}``).
-        prompt_template: see :class:`Codec`.
+        prompt_template, descriptions: see :class:`Codec`.
 
     ``decode`` returns the image on the input scale (``level × input_max / (levels − 1)``), as
     integers when that scale is the level itself.
@@ -69,8 +69,9 @@ class ImageCodec(Codec):
         image_field: str = "image",
         conditions: Mapping[str, Sequence[str]] | None = None,
         prompt_template: str | None = None,
+        descriptions: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        super().__init__(conditions=conditions, prompt_template=prompt_template)
+        super().__init__(conditions=conditions, prompt_template=prompt_template, descriptions=descriptions)
         try:
             rows, cols = (int(x) for x in shape)
         except (TypeError, ValueError):

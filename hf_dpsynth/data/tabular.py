@@ -330,7 +330,7 @@ class TabularCodec(Codec):
             without a seed, or with ``False``, the schema's order is used.
         conditions: optional prefix conditions (see :class:`Codec`); a conditioned column is
             still encoded in the body.
-        prompt_template: see :class:`Codec`.
+        prompt_template, descriptions: see :class:`Codec`.
 
     ``decode(encode(row)) == schema.normalise(row)``: exact for categories and integers, floats
     rounded to their declared precision.
@@ -345,8 +345,9 @@ class TabularCodec(Codec):
         shuffle_columns: bool = True,
         conditions: Mapping[str, Sequence[str]] | None = None,
         prompt_template: str | None = None,
+        descriptions: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        super().__init__(conditions=conditions, prompt_template=prompt_template)
+        super().__init__(conditions=conditions, prompt_template=prompt_template, descriptions=descriptions)
         if not isinstance(schema, TabularSchema):
             raise SchemaError(f"schema must be a TabularSchema; got {type(schema).__name__}.")
         self.schema = schema

@@ -51,14 +51,16 @@ def recipe_codec(recipe: Recipe) -> Any:
     d = recipe.data
     conditions = {d.label_column: list(d.labels)} if d.label_column and d.labels else None
     template = d.prompt_template
+    described = {"descriptions": {d.label_column: dict(d.label_descriptions)}} if d.label_descriptions else {}
     if d.modality == "text":
-        return TextCodec(d.text_column, conditions=conditions, prompt_template=template)
+        return TextCodec(d.text_column, conditions=conditions, prompt_template=template, **described)
     if d.modality == "tabular":
         schema = adult_schema() if d.schema == "adult" else TabularSchema.from_dict(d.schema)
         if d.drop_columns:
             schema = schema.select([n for n in schema.names if n not in d.drop_columns])
         return TabularCodec(schema, prompt_template=template)
-    return ImageCodec(tuple(d.image_shape), int(d.image_levels), conditions=conditions, prompt_template=template)
+    return ImageCodec(tuple(d.image_shape), int(d.image_levels), conditions=conditions, prompt_template=template,
+                      **described)
 
 
 def recipe_training_config(recipe: Recipe, *, output_dir: str, logical_batch_size: int, **settings: Any) -> Any:

@@ -42,6 +42,8 @@ class DataSection:
     label_column: str | None = None
     labels: tuple[str, ...] | None = None  # public list of label values
     prompt_template: str | None = None  # public prefix with {label_column} as a field (default "label: spam\n")
+    # public descriptions of the labels, written by the template's {<label_column>_description} field
+    label_descriptions: dict[str, str] | None = None
     user_id_column: str | None = None
     schema: Any = None  # tabular: "adult" or {"columns": [...]} (public)
     drop_columns: tuple[str, ...] = ()
@@ -225,6 +227,7 @@ def _validate(recipe: Recipe) -> None:
             f"privacy.shares.audit = {shares['audit']:g} is below shares.training = {shares['training']:g}: the charged "
             "audit repeats the training at the release's σ, q and steps, so it costs what training costs. Give it at "
             "least the training share (or drop it: `hf-dpsynth audit` then runs an owner-only audit).")
+    _validate_label_descriptions(recipe.data)
     if recipe.data.modality == "tabular" and recipe.data.schema is None:
         raise DPConfigError("a tabular recipe needs data.schema ('adult' or the public {columns: [...]}).")
     if recipe.data.modality == "image" and (recipe.data.image_shape is None or recipe.data.image_levels is None):
@@ -243,6 +246,22 @@ def _validate(recipe: Recipe) -> None:
         from hf_dpsynth.hub.repo import check_repo_id
 
         check_repo_id(recipe.hub.repo_id)
+
+
+def _validate_label_descriptions(d: DataSection) -> None:
+    if d.label_descriptions is None:
+        return
+    if d.modality == "tabular" or not (d.label_column and d.labels):
+        raise DPConfigError("data.label_descriptions describes the labels of a text or image recipe: declare "
+                            "data.label_column and data.labels too.")
+    described = d.label_descriptions
+    if not isinstance(described, dict) or set(described) != set(d.labels):
+        got = sorted(described) if isinstance(described, dict) else described
+        raise DPConfigError(f"data.label_descriptions must describe exactly the labels {list(d.labels)}; got {got!r}.")
+    field = "{" + f"{d.label_column}_description" + "}"
+    if not d.prompt_template or field not in d.prompt_template:
+        raise DPConfigError(f"data.label_descriptions are written into the prompt by the field {field}: put it in "
+                            f"data.prompt_template (e.g. \"Write {field}.\").")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

@@ -409,3 +409,40 @@ def test_downsample_mean_pools():
     pooled = downsample(mnist_like, 2)
     decoded = codec.decode(codec.encode({"image": pooled}))["image"]
     assert np.max(np.abs(decoded - pooled)) <= codec.max_rounding_error + 1e-9
+
+
+DESCRIBED = {"label": {"ham": "an everyday personal text message", "spam": "an everyday personal text message, spam"}}
+
+
+@SETTINGS
+@given(text=st.text(min_size=1).filter(lambda t: t.strip() and "\x00" not in t), label=st.sampled_from(["ham", "spam"]))
+def test_label_descriptions_fill_the_template_and_decode_back_to_the_label(text, label):
+    # One description is a prefix of the other: the longest matches first, the label comes back exactly.
+    only = TextCodec(conditions={"label": ["ham", "spam"]}, prompt_template="Write {label_description}.\n",
+                     descriptions=DESCRIBED)
+    record = {"label": label, "text": text}
+    assert only.encode_prompt(record) == f"Write {DESCRIBED['label'][label]}.\n"
+    assert only.decode(only.encode(record)) == record
+    both = TextCodec(conditions={"label": ["ham", "spam"]}, prompt_template="[{label}] {label_description}: ",
+                     descriptions=DESCRIBED)
+    assert both.decode(both.encode(record)) == record
+    assert only.to_dict()["descriptions"] == DESCRIBED and only.descriptions == DESCRIBED
+
+
+def test_label_descriptions_are_checked():
+    both = TextCodec(conditions={"label": ["ham", "spam"]}, prompt_template="[{label}] {label_description}: ",
+                     descriptions=DESCRIBED)
+    with pytest.raises(InvalidRecord, match="describes 'spam'") as info:
+        both.decode(f"[ham] {DESCRIBED['label']['spam']}: hello")  # the value and its description disagree
+    assert info.value.kind == "missing_condition"
+    conditions = {"label": ["ham", "spam"]}
+    for descriptions, template, match in [
+        ({"label": {"ham": "a"}}, "{label_description}", "exactly the values"),
+        ({"label": {"ham": "a", "spam": "a"}}, "{label_description}", "distinct"),
+        ({"label": {"ham": "a", "spam": " "}}, "{label_description}", "non-empty"),
+        ({"lbl": {"ham": "a", "spam": "b"}}, "{label_description}", "not a condition"),
+        ({"label": {"ham": "a", "spam": "b"}}, None, "give prompt_template too"),
+        (None, "{label_description}", "not a condition name"),  # no descriptions: no such field
+    ]:
+        with pytest.raises(SchemaError, match=match):
+            TextCodec(conditions=conditions, prompt_template=template, descriptions=descriptions)
