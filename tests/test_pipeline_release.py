@@ -410,3 +410,15 @@ def test_a_recipe_declares_label_descriptions_and_the_prompt_writes_them(tmp_pat
     ]:
         with pytest.raises(DPConfigError, match=match):
             load_recipe({**base, "data": {**base["data"], **data}})
+
+
+def test_a_ledger_that_is_not_the_recipes_is_refused_and_train_on_a_finished_run_goes_on(run_copy):
+    # A finished folder: `hf-dpsynth train` (stop_after="training") reuses everything and goes on to the summary.
+    assert run_recipe(_recipe(), output_dir=run_copy, stop_after="training", **QUIET) is not None
+    # A ledger without the recipe's plan (e.g. written before its plan by an older run) is refused, not
+    # charged against the whole ε.
+    path = run_copy / "privacy_ledger.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "plan": None, "accountant_source": "first_charge"}))
+    with pytest.raises(DPConfigError, match="not this recipe's ledger: its shares"):
+        run_recipe(_recipe(), output_dir=run_copy, **QUIET)

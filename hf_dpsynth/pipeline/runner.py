@@ -101,6 +101,6 @@ def _run(ctx: RunContext, plan: Sequence[Stage], *, stop_after: str | None = Non
         for number, stage in enumerate(todo, start=1):
             ctx.log(f"[{number}/{len(todo)}] {stage.title}")
             stage.run(ctx)
-            if stop_after == "training" and stage is stages.training:
-                return None
+            if stop_after == "training" and stage is stages.training and not ctx.state.done("generation"):
+                return None  # `hf-dpsynth train`: the adapter is saved (a finished run goes on to its cards)
     return ctx.summary

@@ -80,6 +80,7 @@ def _ledger(ctx: RunContext) -> None:
     path, p = ctx.folder.ledger_file, ctx.recipe.privacy
     if path.is_file():
         ctx.ledger = PrivacyLedger.open(path)  # bound: it saves itself inside every charge
+        _check_opened_ledger(ctx)
         return
     if not ctx.allow_charges or ctx.state.started:
         raise ReusedOutputError(
@@ -90,8 +91,28 @@ def _ledger(ctx: RunContext) -> None:
     n = ctx.prepared.num_units
     delta = p.delta if p.delta is not None else default_delta(n)
     ledger = PrivacyLedger(epsilon=p.epsilon, delta=delta, privacy_unit=p.unit, num_units=n, accountant=p.accountant)
+    ledger.plan(dict(p.shares))  # planned before it is first written: a saved ledger always holds its plan
     ctx.ledger = ledger.bind(path)
-    ctx.ledger.plan(dict(p.shares))
+
+
+def _check_opened_ledger(ctx: RunContext) -> None:
+    """The folder's ledger must be the recipe's: its budget, unit, plan and (when prepared) N."""
+    from hf_dpsynth.errors import DPConfigError
+
+    ledger, p = ctx.ledger, ctx.recipe.privacy
+    plan = {name: stage.share for name, stage in (ledger.stage_plan or {}).items()}
+    found = {"epsilon": ledger.epsilon, "privacy unit": ledger.privacy_unit, "shares": plan}
+    wanted = {"epsilon": float(p.epsilon), "privacy unit": p.unit, "shares": {k: float(v) for k, v in p.shares.items()}}
+    if ctx.prepared is not None:
+        found["N"], wanted["N"] = ledger.num_units, ctx.prepared.num_units
+    differing = [key for key in wanted if found[key] != wanted[key]]
+    if differing:
+        raise DPConfigError(
+            f"{ctx.folder.ledger_file} is not this recipe's ledger: its {', '.join(differing)} "
+            f"({', '.join(f'{k} {found[k]!r}' for k in differing)}) differ from the recipe's "
+            f"({', '.join(f'{k} {wanted[k]!r}' for k in differing)}). Restore the run's own ledger, or rerun the "
+            "recipe into a new folder."
+        )
 
 
 def _label_histogram(ctx: RunContext) -> None:
@@ -120,7 +141,9 @@ def _label_histogram(ctx: RunContext) -> None:
 
 
 def _has_label_histogram(recipe: Recipe) -> bool:
-    return "label_histogram" in recipe.privacy.shares and bool(recipe.data.label_column and recipe.data.labels)
+    # The codec's conditions: tables carry their label among the columns (no condition), text and images a prefix.
+    d = recipe.data
+    return "label_histogram" in recipe.privacy.shares and bool(d.label_column and d.labels) and d.modality != "tabular"
 
 
 def _is_adapter(recipe: Recipe) -> bool:

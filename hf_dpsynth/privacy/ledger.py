@@ -433,17 +433,8 @@ class PrivacyLedger:
         Privacy: a charge is on disk before its mechanism runs, so a crash never re-runs a
         mechanism uncharged.
         """
-        path = Path(path)
-        if path.is_file():
-            mine = set(self.charge_ids())
-            missing = [c for c in type(self).load(path).charges if c.id not in mine]
-            if missing:
-                raise LedgerConflictError(
-                    f"{path} records {len(missing)} charge(s) (stages {sorted({c.stage for c in missing})}) that "
-                    "this ledger does not hold: writing it there would forget that spend. Load that ledger "
-                    f"(PrivacyLedger.open({str(path)!r})) to charge on top of it, or use another file."
-                )
-        self._path = path
+        self._refuse_forgetting(Path(path))
+        self._path = Path(path)
         self._persist()
         return self
 
@@ -456,7 +447,27 @@ class PrivacyLedger:
 
     def _persist(self) -> None:
         if self._path is not None:
+            # Another ledger bound to the same file (a second process or script) may have charged since:
+            # never write over spend this one does not hold.
+            self._refuse_forgetting(self._path)
             self.save(self._path)
+
+    def _refuse_forgetting(self, path: Path) -> None:
+        """LedgerConflictError (nothing written) when ``path`` holds a charge this ledger does not hold."""
+        if not path.is_file():
+            return
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8")).get("charges") or []
+        except (ValueError, AttributeError) as exc:
+            raise LedgerFormatError(f"{path} is not a privacy ledger ({exc}); refusing to write over it.") from exc
+        mine = set(self.charge_ids())
+        missing = [c for c in saved if isinstance(c, dict) and c.get("id") not in mine]
+        if missing:
+            raise LedgerConflictError(
+                f"{path} records {len(missing)} charge(s) (stages {sorted({str(c.get('stage')) for c in missing})}) "
+                "that this ledger does not hold: writing it there would forget that spend. Load that ledger "
+                f"(PrivacyLedger.open({str(path)!r})) to charge on top of it, or use another file."
+            )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Writes the ledger to ``path`` as JSON, atomically (temp file, fsync, rename): the one

@@ -82,3 +82,13 @@ def test_record_re_records_a_charge_with_its_id_and_is_checked_like_a_charge(tmp
     with pytest.raises(PrivacyBudgetExceededError):
         tight.record(charge)
     assert tight.charges == ()
+
+
+def test_two_ledgers_bound_to_one_file_never_write_over_each_others_spend(tmp_path):
+    path = tmp_path / "privacy_ledger.json"
+    _ledger().bind(path)
+    first, second = PrivacyLedger.open(path), PrivacyLedger.open(path)  # e.g. two processes
+    kept = first.charge("a", gaussian_event(noise_multiplier=5.0))
+    with pytest.raises(LedgerConflictError, match="forget that spend"):
+        second.charge("b", gaussian_event(noise_multiplier=5.0))  # raises before its mechanism could run
+    assert _ids_on_disk(path) == [kept.id]
