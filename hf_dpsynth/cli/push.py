@@ -20,18 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(run with audit.publish_if_refuted: true).")
 
 
-def _refuted_audit(out, ledger, allowed: bool) -> str | None:
+def _refuted_audit(folder, ledger, allowed: bool) -> str | None:
     """Why the push is refused by the run's own charged audit (read from audit/, not from the card), or None."""
     from hf_dpsynth.pipeline.audit_run import load_audit
-    from hf_dpsynth.pipeline.outputs import check_reused_output
-    from hf_dpsynth.pipeline.folder import AUDIT_DIR
-    from hf_dpsynth.privacy.ledger import LEDGER_FILE
 
     if not ledger.charge_ids("audit"):
         return None
-    folder = out / AUDIT_DIR
-    check_reused_output(folder, ledger, ledger_path=out / LEDGER_FILE)  # the audit its charge paid for
-    audit = load_audit(folder)
+    folder.reuse(folder.audit, ledger)  # the audit its charge paid for
+    audit = load_audit(folder.audit)
     if audit.refuted and not allowed:
         return (f"{audit.main_verdict} The run's charged audit refuted its ε: do not release; find the bug. To publish "
                 "anyway, labelled, run with audit.publish_if_refuted: true and push with --allow-refuted-audit.")
@@ -46,38 +42,37 @@ def run(args: argparse.Namespace) -> int:
     from hf_dpsynth.pipeline.audit_run import audit_canaries
     from hf_dpsynth.pipeline.build import recipe_codec
     from hf_dpsynth.pipeline.data import private_texts
-    from hf_dpsynth.pipeline.outputs import RunLock, check_reused_output
-    from hf_dpsynth.pipeline.folder import load_run_recipe
-    from hf_dpsynth.privacy.ledger import LEDGER_FILE
+    from hf_dpsynth.pipeline.folder import RunFolder, load_run_recipe
+    from hf_dpsynth.pipeline.outputs import RunLock
     from hf_dpsynth.privacy import PrivacyLedger
 
-    out = Path(args.run_dir)
-    recipe = load_run_recipe(out)
-    with RunLock(out):  # no run may charge this folder's ledger while its release is checked and uploaded
-        ledger = PrivacyLedger.load(out / LEDGER_FILE)
+    folder = RunFolder(Path(args.run_dir))
+    recipe = load_run_recipe(folder.root)
+    with RunLock(folder.root):  # no run may charge this folder's ledger while its release is checked and uploaded
+        ledger = PrivacyLedger.load(folder.ledger_file)
         # What goes up must be what the ledger paid for (not data of another run or of a replaced ledger).
-        check_reused_output(out / "synthetic", ledger, ledger_path=out / LEDGER_FILE)
+        folder.reuse(folder.synthetic, ledger)
         if args.adapter_repo_id:
-            check_reused_output(out / "adapter", ledger, ledger_path=out / LEDGER_FILE)
-        refused = _refuted_audit(out, ledger, args.allow_refuted_audit)
+            folder.reuse(folder.adapter, ledger)
+        refused = _refuted_audit(folder, ledger, args.allow_refuted_audit)
         if refused:
             print(f"refused: {refused}")
             return 1
         codec = recipe_codec(recipe)
         canaries = audit_canaries(recipe, codec) if "audit" in recipe.privacy.shares else ()
-        card = (out / "README.md").read_text(encoding="utf-8") if (out / "README.md").is_file() else None
+        card = folder.dataset_card.read_text(encoding="utf-8") if folder.dataset_card.is_file() else None
         allow = {"allow_non_private": args.allow_non_private, "allow_refuted_audit": args.allow_refuted_audit}
         try:
             result = push_synthetic_dataset(
-                out / "synthetic", args.repo_id, card=card, ledger_report=ledger, private_texts=private_texts(recipe),
+                folder.synthetic, args.repo_id, card=card, ledger_report=ledger, private_texts=private_texts(recipe),
                 canaries=canaries, codec=codec, private=not args.public, **allow,
             )
             print(f"pushed the synthetic dataset to {result.repo_id} ({'private' if result.private else 'public'}); "
                   f"gates passed: {', '.join(result.gates_passed)}")
             if args.adapter_repo_id:
-                adapter_card = out / "adapter" / "README.md"
+                adapter_card = folder.adapter_card
                 pushed = push_adapter(
-                    out / "adapter", args.adapter_repo_id, ledger_report=ledger, private=not args.public,
+                    folder.adapter, args.adapter_repo_id, ledger_report=ledger, private=not args.public,
                     card=adapter_card.read_text(encoding="utf-8") if adapter_card.is_file() else None, **allow,
                 )
                 print(f"pushed the DP adapter to {pushed.repo_id}")

@@ -93,8 +93,7 @@ def check_reused_output(output: str | os.PathLike[str], ledger: Any, *, ledger_p
             "does not hold (it was deleted, replaced or belongs to another run): reusing it would release it with "
             f"an understated ε. {fix}"
         )
-    by_stage = {stage: set(ledger.charge_ids(stage)) for stage in stages}
-    unpaid = [stage for stage in stages if not by_stage[stage] & set(ids)]
+    unpaid = [stage for stage in stages if not set(ledger.charge_ids(stage)) & set(ids)]
     if unpaid:
         raise ReusedOutputError(
             f"{side.name} names no charge of stage(s) {unpaid} for {path.name} in the ledger {ledger_path}: "

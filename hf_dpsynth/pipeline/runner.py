@@ -91,8 +91,7 @@ def _existing(run_dir: str | os.PathLike[str], recipe: Recipe, **options) -> Run
     if not folder.state_file.is_file():
         raise DPConfigError(f"{folder.root} holds no run ({folder.state_file.name} is missing): run `hf-dpsynth run` "
                             "first.")
-    return RunContext(recipe=recipe, folder=folder, allow_charges=False,
-                      **{"progress": False, "log": print, **options})
+    return RunContext(recipe=recipe, folder=folder, allow_charges=False, **{"progress": False, **options})
 
 
 def _run(ctx: RunContext, plan: Sequence[Stage], *, stop_after: str | None = None) -> RunSummary | None:

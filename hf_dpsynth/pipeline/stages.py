@@ -58,12 +58,7 @@ def _prepare(ctx: RunContext) -> None:
 def _attach(ctx: RunContext) -> None:
     """An existing run, without reading the private data: its state, codec and saved preparation report
     (the data is prepared again only for a folder written before preparation.json existed)."""
-    ctx.state, ctx.recipe = RunState.load(ctx.folder.root, ctx.recipe)
-    if ctx.state is None:
-        from hf_dpsynth.errors import DPConfigError
-
-        raise DPConfigError(f"{ctx.folder.root} holds no run ({ctx.folder.state_file.name} is missing): run "
-                            "`hf-dpsynth run` first.")
+    ctx.state, ctx.recipe = RunState.load(ctx.folder.root, ctx.recipe)  # the runner checked that there is one
     ctx.codec = recipe_codec(ctx.recipe)
     if ctx.folder.preparation.is_file():
         ctx.preparation = json.loads(ctx.folder.preparation.read_text(encoding="utf-8"))
