@@ -1,4 +1,5 @@
-"""Preparing private data: privacy units, PII scrubbing, codecs, and DP statistics.
+"""Preparing private data: privacy units, PII scrubbing, codecs, and DP statistics (label and
+category histograms, keywords per label).
 
 The 30-second path::
 
@@ -41,6 +42,9 @@ _LAZY = {
     "dp_histograms": "hf_dpsynth.data.statistics",
     "dp_label_histogram": "hf_dpsynth.data.statistics",
     "histogram_sensitivity": "hf_dpsynth.data.statistics",
+    "DPKeywords": "hf_dpsynth.data.keywords",
+    "KeywordVocabulary": "hf_dpsynth.data.keywords",
+    "dp_keywords": "hf_dpsynth.data.keywords",
     "adult_schema": "hf_dpsynth.data.sources",
     "load_digits_images": "hf_dpsynth.data.sources",
     "load_sms_spam_collection": "hf_dpsynth.data.sources",
@@ -51,9 +55,11 @@ __all__ = [
     "Codec",
     "DPHistogram",
     "DPHistogramRelease",
+    "DPKeywords",
     "FloatColumn",
     "ImageCodec",
     "IntegerColumn",
+    "KeywordVocabulary",
     "PIIScrubber",
     "PII_TYPES",
     "ParseResult",
@@ -68,6 +74,7 @@ __all__ = [
     "downsample",
     "dp_category_histograms",
     "dp_histograms",
+    "dp_keywords",
     "dp_label_histogram",
     "histogram_sensitivity",
     "load_digits_images",
@@ -80,6 +87,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from hf_dpsynth.data.codecs import Codec, ParseResult, TextCodec
     from hf_dpsynth.data.image import ImageCodec, downsample
+    from hf_dpsynth.data.keywords import DPKeywords, KeywordVocabulary, dp_keywords
     from hf_dpsynth.data.loading import load_records
     from hf_dpsynth.data.pii import PII_TYPES, PIIScrubber, ScrubResult
     from hf_dpsynth.data.prepare import PreparationReport, PreparedDataset, prepare_dataset

@@ -105,6 +105,12 @@ class Codec(abc.ABC):
             unsolicited advertising or scam text message" knows what to write, which "Write one spam
             message" barely says. Every value of a described condition needs a description, and they
             must differ (``decode`` reads the value back from its description).
+        keyword_phrase: the public sentence a template's ``{keywords}`` field becomes when a
+            prompt is given keywords (``{words}`` is replaced by them, comma-separated; default
+            :data:`DEFAULT_KEYWORD_PHRASE`); without keywords the field is empty, so training
+            texts, prompts without keywords and ``decode`` all read the template without it. The
+            keywords come from a DP release (:func:`~hf_dpsynth.data.keywords.dp_keywords`) or are
+            public: a codec never chooses them.
     """
 
     modality: ClassVar[str]
@@ -115,6 +121,7 @@ class Codec(abc.ABC):
         conditions: Mapping[str, Sequence[str]] | None = None,
         prompt_template: str | None = None,
         descriptions: Mapping[str, Mapping[str, str]] | None = None,
+        keyword_phrase: str | None = None,
     ) -> None:
         conds: dict[str, tuple[str, ...]] = {}
         for name, values in dict(conditions or {}).items():
@@ -122,10 +129,18 @@ class Codec(abc.ABC):
                 f"conditions[{name!r}]", values
             )
         self._conditions = conds
+        if KEYWORDS_FIELD in conds:
+            raise SchemaError(f"{KEYWORDS_FIELD!r} is the prompt template's keyword field: name the condition differently.")
         self._descriptions = _checked_descriptions(descriptions, conds, prompt_template)
         self.prompt_template = prompt_template
         self._template_re = (None if prompt_template is None
                              else _template_regex(prompt_template, conds, self._descriptions))
+        self.takes_keywords = prompt_template is not None and any(
+            name == KEYWORDS_FIELD for _, name, _, _ in string.Formatter().parse(prompt_template))
+        if keyword_phrase is not None and not self.takes_keywords:
+            raise SchemaError("keyword_phrase is written by a prompt template's {keywords} field: put the field in "
+                              "prompt_template (where the keywords go), or leave keyword_phrase out.")
+        self.keyword_phrase = _checked_keyword_phrase(keyword_phrase) if self.takes_keywords else None
 
     @property
     def conditions(self) -> Mapping[str, tuple[str, ...]]:
@@ -157,8 +172,9 @@ class Codec(abc.ABC):
         """The full training text of ``record``: prefix, then body. Raises InvalidRecord."""
         return self.encode_prompt(record) + self.encode_body(record, order_seed=order_seed)
 
-    def encode_prompt(self, record: Mapping[str, Any]) -> str:
-        """The conditioning prefix of ``record`` (empty without conditions or template)."""
+    def encode_prompt(self, record: Mapping[str, Any], *, keywords: Sequence[str] = ()) -> str:
+        """The conditioning prefix of ``record`` (empty without conditions or template); ``keywords``
+        fill the template's ``{keywords}`` field (see ``keyword_phrase``)."""
         values = {}
         for name, allowed in self._conditions.items():
             value = _field(record, name)
@@ -170,12 +186,25 @@ class Codec(abc.ABC):
             values[name] = value
         if self.prompt_template is not None:
             described = {f"{name}{_DESCRIPTION}": d[values[name]] for name, d in self._descriptions.items()}
+            if self.takes_keywords:
+                described[KEYWORDS_FIELD] = self._keyword_text(keywords)
+            elif keywords:
+                raise SchemaError("keywords were given but the prompt template has no {keywords} field to write them.")
             return self.prompt_template.format(**values, **described)
+        if keywords:
+            raise SchemaError("keywords need a prompt_template with a {keywords} field (where they go in the prompt).")
         return "".join(f"{name}: {value}\n" for name, value in values.items())
 
-    def prompt_for(self, **conditions: str) -> str:
-        """The prefix for the given condition values (e.g. to prompt the model for ``label=spam``)."""
-        return self.encode_prompt(conditions)
+    def prompt_for(self, *, keywords: Sequence[str] = (), **conditions: str) -> str:
+        """The prefix for the given condition values (e.g. to prompt the model for ``label=spam``),
+        with ``keywords`` in the template's ``{keywords}`` field."""
+        return self.encode_prompt(conditions, keywords=keywords)
+
+    def _keyword_text(self, keywords: Sequence[str]) -> str:
+        words = [str(w) for w in keywords]
+        if any(not w.strip() or any(ch in w for ch in ",\n\r{}") for w in words):
+            raise SchemaError(f"a keyword must be a non-empty word without commas, braces or line breaks; got {words!r}.")
+        return self.keyword_phrase.format(words=", ".join(words)) if words else ""
 
     @abc.abstractmethod
     def encode_body(self, record: Mapping[str, Any], *, order_seed: int | None = None) -> str:
@@ -264,10 +293,28 @@ class Codec(abc.ABC):
             info["prompt_template"] = self.prompt_template
         if self._descriptions:
             info["descriptions"] = self.descriptions
+        if self.keyword_phrase is not None:
+            info["keyword_phrase"] = self.keyword_phrase
         return info
 
 
 _DESCRIPTION = "_description"  # a template field {<name>_description} writes that condition's description
+#: The prompt template field that DP (or public) keywords fill; empty in training texts and in ``decode``.
+KEYWORDS_FIELD = "keywords"
+#: What ``{keywords}`` becomes for a prompt given keywords (``{words}``: the keywords, comma-separated).
+DEFAULT_KEYWORD_PHRASE = " Use the words: {words}."
+
+
+def _checked_keyword_phrase(phrase: Any) -> str:
+    phrase = DEFAULT_KEYWORD_PHRASE if phrase is None else phrase
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(phrase) if name is not None] if isinstance(phrase, str) else None
+    except ValueError:
+        fields = None
+    if fields != ["words"]:
+        raise SchemaError(f"keyword_phrase must be a string with one {{words}} field (where the keywords go), e.g. "
+                          f"{DEFAULT_KEYWORD_PHRASE!r}; got {phrase!r}.")
+    return phrase
 
 
 def _checked_descriptions(descriptions: Any, conditions: Mapping[str, tuple[str, ...]],
@@ -314,8 +361,8 @@ def _template_regex(template: Any, conditions: Mapping[str, tuple[str, ...]],
                           "brace as '{{' or '}}'.") from None
     for literal, name, spec, conversion in parsed:
         parts.append(re.escape(literal))
-        if name is None:
-            continue
+        if name is None or name == KEYWORDS_FIELD and not spec and not conversion:
+            continue  # {keywords} is empty in what decode reads (the prefix without keywords)
         if name in described_fields and not spec and not conversion:
             group = f"d{list(conditions).index(described_fields[name])}"
             if name in seen:
@@ -375,7 +422,7 @@ class TextCodec(Codec):
         text_field: the record field holding the text.
         conditions: see :class:`Codec`; the loss covers only the text, never the prefix.
         max_chars: optional upper bound on a decoded text's length (longer is invalid).
-        prompt_template, descriptions: see :class:`Codec`.
+        prompt_template, descriptions, keyword_phrase: see :class:`Codec`.
 
     The body is the text itself, unchanged: ``decode(encode(r)) == r`` for every valid record.
     A text must be a non-empty string (after stripping surrounding whitespace) without NUL bytes.
@@ -391,8 +438,10 @@ class TextCodec(Codec):
         max_chars: int | None = None,
         prompt_template: str | None = None,
         descriptions: Mapping[str, Mapping[str, str]] | None = None,
+        keyword_phrase: str | None = None,
     ) -> None:
-        super().__init__(conditions=conditions, prompt_template=prompt_template, descriptions=descriptions)
+        super().__init__(conditions=conditions, prompt_template=prompt_template, descriptions=descriptions,
+                         keyword_phrase=keyword_phrase)
         self.text_field = _check_name("text_field", text_field)
         if text_field in self._conditions:
             raise SchemaError(f"text_field {text_field!r} is also a condition; give them different names.")

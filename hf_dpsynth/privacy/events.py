@@ -70,6 +70,7 @@ STAGE_KINDS: Mapping[str, MechanismKind] = MappingProxyType(
     {
         "label_histogram": MechanismKind.GAUSSIAN,
         "category_histograms": MechanismKind.GAUSSIAN,
+        "keywords": MechanismKind.GAUSSIAN,
         "training": MechanismKind.POISSON_GAUSSIAN,
         "private_prediction": MechanismKind.ZCDP,
         "private_evolution": MechanismKind.GAUSSIAN,

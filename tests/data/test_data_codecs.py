@@ -446,3 +446,38 @@ def test_label_descriptions_are_checked():
     ]:
         with pytest.raises(SchemaError, match=match):
             TextCodec(conditions=conditions, prompt_template=template, descriptions=descriptions)
+
+
+KEYWORD_TEMPLATE = "Write {label_description}.{keywords}\n"
+
+
+@SETTINGS
+@given(text=st.text(min_size=1).filter(lambda t: t.strip() and "\x00" not in t), label=st.sampled_from(["ham", "spam"]),
+       words=st.lists(st.sampled_from(["free", "prize", "home", "later"]), max_size=3, unique=True))
+def test_keywords_fill_their_field_and_decode_reads_the_prefix_without_them(text, label, words):
+    codec = TextCodec(conditions={"label": ["ham", "spam"]}, prompt_template=KEYWORD_TEMPLATE, descriptions=DESCRIBED)
+    record = {"label": label, "text": text}
+    plain = f"Write {DESCRIBED['label'][label]}.\n"
+    assert codec.encode_prompt(record) == plain  # training texts and keyword-less prompts: the field is empty
+    prompt = codec.prompt_for(label=label, keywords=words)
+    assert prompt == (f"Write {DESCRIBED['label'][label]}. Use the words: {', '.join(words)}.\n" if words else plain)
+    assert codec.decode(codec.encode(record)) == record
+    assert codec.takes_keywords and codec.to_dict()["keyword_phrase"] == " Use the words: {words}."
+
+
+def test_keyword_fields_are_checked():
+    conditions = {"label": ["ham", "spam"]}
+    own = TextCodec(conditions=conditions, prompt_template="{label}:{keywords}\n", keyword_phrase=" (say {words})")
+    assert own.prompt_for(label="ham", keywords=["a", "b"]) == "ham: (say a, b)\n"
+    with pytest.raises(SchemaError, match="no .keywords. field"):
+        TextCodec(conditions=conditions, prompt_template="{label}\n").prompt_for(label="ham", keywords=["a"])
+    with pytest.raises(SchemaError, match="needs a prompt_template|need a prompt_template"):
+        TextCodec(conditions=conditions).prompt_for(label="ham", keywords=["a"])
+    with pytest.raises(SchemaError, match="keyword_phrase is written by"):
+        TextCodec(conditions=conditions, prompt_template="{label}\n", keyword_phrase="{words}")
+    with pytest.raises(SchemaError, match="one \\{words\\} field"):
+        TextCodec(conditions=conditions, prompt_template="{label}{keywords}", keyword_phrase="no field")
+    with pytest.raises(SchemaError, match="without commas"):
+        own.prompt_for(label="ham", keywords=["a,b"])
+    with pytest.raises(SchemaError, match="keyword field"):
+        TextCodec(conditions={"keywords": ["a", "b"]}, prompt_template="{keywords}")

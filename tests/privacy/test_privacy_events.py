@@ -186,6 +186,7 @@ def test_stage_vocabulary():
     assert {name: kind.value for name, kind in STAGE_KINDS.items()} == {
         "label_histogram": "gaussian",
         "category_histograms": "gaussian",
+        "keywords": "gaussian",
         "training": "poisson_gaussian",
         "private_prediction": "zcdp",
         "private_evolution": "gaussian",
