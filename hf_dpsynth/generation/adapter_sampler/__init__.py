@@ -1,10 +1,13 @@
-"""The adapter sampler: sample the DP-fine-tuned model (a LoRA adapter released by DP-SGD), its
-conditioning prefixes drawn from DP statistics.
+"""The adapter sampler: sample the DP-fine-tuned model (a LoRA adapter released by DP-SGD) or the
+public base model, its conditioning prefixes drawn from DP statistics, its prompts optionally
+carrying DP keywords.
 
 * :mod:`.conditioning` — the conditioning distribution, from DP histograms or public weights.
+* :mod:`.keyword_bias` — the logit bias that makes a prompt's keywords likely until they are used.
 * :mod:`.synthesizer` — :class:`AdapterSynthesizer`, the :class:`~hf_dpsynth.generation.Synthesizer`.
 
-Privacy: post-processing of DP outputs (the adapter and the histograms): no budget is spent here.
+Privacy: post-processing of DP outputs (the adapter, the histograms, the keywords): no budget is
+spent here.
 """
 
 from __future__ import annotations

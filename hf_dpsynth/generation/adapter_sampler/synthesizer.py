@@ -8,12 +8,13 @@ costs nothing more, whatever the decoding settings or the seed. The seed may be 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hf_dpsynth.data.codecs import Codec
+from hf_dpsynth.data.keywords import DPKeywords
 from hf_dpsynth.data.statistics import DPHistogram
 from hf_dpsynth.data.tabular import TabularCodec
 from hf_dpsynth.data.tokenize import prompt_ids
@@ -53,8 +54,15 @@ class AdapterSynthesizer(Synthesizer):
             each value among those the schema allows, so every row parses. None (default): on for a
             TabularCodec, which is the only codec it applies to. ``top_p``, ``top_k``,
             ``repetition_penalty`` and ``max_new_tokens`` do not apply to guided rows.
+        keywords: DP keywords per label (:func:`~hf_dpsynth.data.keywords.dp_keywords`): each
+            prompt carries ``keywords_per_record`` of its label's, drawn in proportion to their
+            noisy counts, in the codec template's ``{keywords}`` field. The model works with the
+            base model alone (no training) as well as with a DP adapter.
+        keyword_bias: the logit added to the first token of each prompt keyword until it is used
+            (:class:`~hf_dpsynth.generation.adapter_sampler.keyword_bias.KeywordBias`; 0: none).
 
-    Privacy: post-processing of DP outputs (the adapter and the histograms): no budget is spent.
+    Privacy: post-processing of DP outputs (the adapter, the histograms, the keywords): no budget
+    is spent.
     """
 
     name = "adapter_sampler"
@@ -74,6 +82,10 @@ class AdapterSynthesizer(Synthesizer):
         repetition_penalty: float = 1.0,
         deduplicate: bool = True,
         guided: bool | None = None,
+        keywords: DPKeywords | None = None,
+        keywords_per_record: int = 3,
+        keyword_bias: float = 3.0,
+        keyword_weighting: str = "count",
     ) -> None:
         if not isinstance(codec, Codec):
             raise DPConfigError(f"codec must be a TextCodec, TabularCodec or ImageCodec; got {type(codec).__name__}.")
@@ -82,6 +94,7 @@ class AdapterSynthesizer(Synthesizer):
         self.tokenizer = tokenizer
         self.codec = codec
         self._table = conditioning_table(codec, conditioning)
+        self._conditioning_note = _conditioning_note(conditioning)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.max_new_tokens = check_positive_int("max_new_tokens", max_new_tokens)
         if not temperature > 0:
@@ -95,6 +108,16 @@ class AdapterSynthesizer(Synthesizer):
             "repetition_penalty": float(repetition_penalty), "max_new_tokens": self.max_new_tokens,
         }
         self.deduplicate = deduplicate
+        self.keywords, self.keywords_per_record = _checked_keywords(codec, keywords, keywords_per_record)
+        if not (isinstance(keyword_bias, (int, float)) and 0 <= keyword_bias < float("inf")):
+            raise ValueError(f"keyword_bias must be a non-negative number; got {keyword_bias!r}.")
+        self.keyword_bias = float(keyword_bias)
+        if keyword_weighting not in ("count", "contrast"):
+            raise ValueError(f"keyword_weighting must be 'count' or 'contrast'; got {keyword_weighting!r}.")
+        self.keyword_weighting = keyword_weighting
+        if self.keywords is not None:
+            self.decoding.update({"keywords per prompt": self.keywords_per_record, "keyword bias": self.keyword_bias,
+                                  "keyword weighting": keyword_weighting})
         self.guided = None
         if guided or (guided is None and isinstance(codec, TabularCodec)):
             try:
@@ -135,7 +158,13 @@ class AdapterSynthesizer(Synthesizer):
         total = check_positive_int("num_records", num_records)
         rng = np.random.default_rng(seed)
         conditions = self.plan_conditions(total, rng)
-        prompts = [self.codec.prompt_for(**c) for c in conditions]
+        prefixes = [self.codec.prompt_for(**c) for c in conditions]  # what decode reads back
+        words: list[list[str]] = [[] for _ in conditions]
+        if self.keywords is not None:
+            column = self.keywords.column
+            words = [self.keywords.sample(c[column], self.keywords_per_record, rng, weighting=self.keyword_weighting)
+                     for c in conditions]
+        prompts = [self.codec.prompt_for(**c, keywords=w) for c, w in zip(conditions, words)]
         outputs: list[GeneratedText] = []
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         device = next(self.model.parameters()).device
@@ -150,10 +179,11 @@ class AdapterSynthesizer(Synthesizer):
                     if self.guided is not None:
                         texts = self.guided.sample(chunk, rng)
                     else:
-                        texts = self._generate_batch(chunk, pad, device)
+                        texts = self._generate_batch(chunk, pad, device, words[start : start + self.batch_size])
                     outputs.extend(
                         GeneratedText(prefix=p, text=t, condition=condition_label(c))
-                        for p, t, c in zip(chunk, texts, conditions[start : start + self.batch_size])
+                        for p, t, c in zip(prefixes[start : start + self.batch_size], texts,
+                                           conditions[start : start + self.batch_size])
                     )
                     bar.update(len(chunk))
                 bar.close()
@@ -162,13 +192,18 @@ class AdapterSynthesizer(Synthesizer):
         return build_dataset(
             outputs, self.codec, generator=self.name, deduplicate=self.deduplicate,
             summary={
-                "privacy": "post-processing of DP outputs (the adapter and the conditioning histograms); no budget spent",
-                "decoding": self.decoding, "seed": seed,
+                "privacy": "post-processing: the model (a DP adapter, or the public base model), the conditioning "
+                           "(DP histograms or declared weights)" + (", the DP keywords" if self.keywords is not None else "")
+                           + "; no budget spent",
+                "decoding": self.decoding, "seed": seed, "conditioning": self._conditioning_note,
             },
         )
 
-    def _generate_batch(self, prompts: Sequence[str], pad: int, device: Any) -> list[str]:
+    def _generate_batch(self, prompts: Sequence[str], pad: int, device: Any, words: Sequence[Sequence[str]]) -> list[str]:
         import torch
+        from transformers import LogitsProcessorList
+
+        from hf_dpsynth.generation.adapter_sampler.keyword_bias import KeywordBias
 
         ids = prompt_ids(self.tokenizer, prompts)
         width = max(map(len, ids))
@@ -178,11 +213,43 @@ class AdapterSynthesizer(Synthesizer):
             input_ids[row, width - len(seq) :] = torch.tensor(seq)
             attention[row, width - len(seq) :] = 1
         d = self.decoding
+        processors = LogitsProcessorList()
+        if any(words) and self.keyword_bias:
+            processors.append(KeywordBias(self.tokenizer, words, prompt_length=width, bias=self.keyword_bias))
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), do_sample=True,
                 temperature=d["temperature"], top_p=d["top_p"], top_k=d["top_k"],
                 repetition_penalty=d["repetition_penalty"], max_new_tokens=d["max_new_tokens"],
-                pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, logits_processor=processors,
             )
         return self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+
+
+def _checked_keywords(codec: Codec, keywords: DPKeywords | None, per_record: int) -> tuple[DPKeywords | None, int]:
+    if keywords is None:
+        return None, check_positive_int("keywords_per_record", per_record)
+    if not isinstance(keywords, DPKeywords):
+        raise DPConfigError(f"keywords must be a DPKeywords release (dp_keywords(...)); got {type(keywords).__name__}.")
+    if not codec.takes_keywords:
+        raise DPConfigError("keywords were given but the codec's prompt template has no {keywords} field: put one where "
+                            "the keywords go, e.g. 'Write one {label_description}.{keywords}'.")
+    if keywords.column not in codec.conditions:
+        raise DPConfigError(f"the keywords are per {keywords.column!r}, which is not a condition of the codec "
+                            f"({list(codec.conditions)}).")
+    unknown = sorted(set(keywords.keywords) - set(codec.conditions[keywords.column]))
+    if unknown:
+        raise DPConfigError(f"the keywords name value(s) {unknown} that the codec does not declare for "
+                            f"{keywords.column!r} ({list(codec.conditions[keywords.column])}).")
+    return keywords, check_positive_int("keywords_per_record", per_record)
+
+
+def _conditioning_note(conditioning: Conditioning) -> str:
+    """How the records' conditions were drawn, for the card (the declared weights are public)."""
+    if not conditioning:
+        return "none"
+    if isinstance(conditioning, Mapping) and all(isinstance(v, Mapping) for v in conditioning.values()):
+        return "declared public weights " + "; ".join(
+            f"{name}: " + ", ".join(f"{value} {float(w):g}" for value, w in weights.items())
+            for name, weights in conditioning.items()) + " (not the data's proportions)"
+    return "the DP histogram's proportions"
