@@ -13,6 +13,9 @@ from hf_dpsynth.privacy import PrivacyLedger
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 TINY = {
     "sms_spam_text": dict(data={"max_records": 60}, training={"max_steps": 2}, generation={"num_records": 12}),
+    # The tiny tokenizer has 10 whole-word tokens: none is skipped as most common.
+    "sms_spam_keywords": dict(data={"max_records": 200}, keywords={"skip_most_common": 0},
+                              generation={"num_records": 12, "max_new_tokens": 6}),
     "sms_spam_private_prediction": dict(
         data={"max_records": 120}, generation={"expected_batch_size": 16, "max_private_tokens": 3, "max_new_tokens": 3,
                                                "num_records": None}),
@@ -151,6 +154,17 @@ def test_an_output_folder_holding_another_run_is_refused(tmp_path):
         ({"data": {"modality": "tabular"}}, "needs data.schema"),
         ({"privacy": {"unit": "user"}}, "needs data.user_id_column"),
         ({"privacy": {"shares": {"training": 0.6, "audit": 0.3}}}, "costs what training costs"),
+        ({"generation": {"method": "prompted"}}, "needs a privacy.shares entry 'keywords'"),
+        ({"generation": {"method": "prompted"}, "privacy": {"shares": {"keywords": 0.5, "training": 0.5}},
+          "data": {"source": "sms_spam", "label_column": "label", "labels": ["ham", "spam"],
+                   "prompt_template": "{label}{keywords}"}}, "samples the base model"),
+        ({"generation": {"label_distribution": "uniform"}}, "never reads the DP label histogram"),
+        ({"privacy": {"shares": {"keywords": 0.5, "training": 0.5}},
+          "data": {"source": "sms_spam", "label_column": "label", "labels": ["ham", "spam"]}}, "by the field {keywords}"),
+        ({"privacy": {"shares": {"keywords": 0.5, "training": 0.5}}}, "per label of a text recipe"),
+        ({"privacy": {"shares": {"keywords": 0.5, "training": 0.5}}, "keywords": {"k": 0},
+          "data": {"source": "sms_spam", "label_column": "label", "labels": ["ham", "spam"],
+                   "prompt_template": "{label}{keywords}"}}, "keywords.k must be a positive integer"),
     ],
 )
 def test_bad_recipes_are_refused(change, match):
@@ -318,3 +332,39 @@ def test_overrides_are_checked_as_a_recipe_file_is():
     recipe = load_recipe(RECIPES[[p.stem for p in RECIPES].index("sms_spam_text")])
     with pytest.raises(DPConfigError, match="costs what training costs"):
         recipe.with_overrides(privacy={"shares": {"training": 0.6, "audit": 0.3}})
+
+
+def test_the_keywords_stage_is_charged_once_reused_and_never_rerun_for_free(tmp_path, monkeypatch):
+    from hf_dpsynth.errors import PrivacyBudgetExceededError
+    from hf_dpsynth.generation import adapter_sampler
+
+    recipe = load_recipe(REPO / "recipes" / "sms_spam_keywords.yaml").with_overrides(
+        model={"name": "tiny"}, evaluation={"enabled": False}, **TINY["sms_spam_keywords"])
+    out = tmp_path / "run"
+    prompts = []
+    original = adapter_sampler.AdapterSynthesizer._generate_batch
+
+    def record(self, batch, pad, device, words):
+        prompts.extend(batch)
+        return original(self, batch, pad, device, words)
+
+    monkeypatch.setattr(adapter_sampler.AdapterSynthesizer, "_generate_batch", record)
+    run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    ledger = PrivacyLedger.load(out / "privacy_ledger.json")
+    assert [c.stage for c in ledger.charges] == ["keywords"]
+    assert ledger.charges[0].metadata["mechanism"] == "gaussian_keyword_histogram"
+    released = json.loads((out / "keywords.json").read_text())
+    words = {t for terms in released["keywords"].values() for t, _ in terms}
+    assert words, "the tiny run should release some keywords at ε = 4 on 200 messages"
+    assert all(("Use the words: " in p) == bool(words) for p in prompts)
+    card = (out / "README.md").read_text()
+    assert "gaussian_keyword_histogram" in card and "DP keywords per label" in card
+    assert "declared public weights label: ham 1, spam 1 (not the data's proportions)" in card
+    # Rerun: reused with its charge, nothing new.
+    summary = run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    assert "keywords" in summary.reused and len(PrivacyLedger.load(out / "privacy_ledger.json").charges) == 1
+    # Lost: releasing it again needs a new charge, and the share is spent.
+    (out / "keywords.json").unlink()
+    with pytest.raises(PrivacyBudgetExceededError, match="keywords"):
+        run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    assert len(PrivacyLedger.load(out / "privacy_ledger.json").charges) == 1

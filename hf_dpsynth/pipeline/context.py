@@ -1,7 +1,8 @@
 """What the stages of one run share: the recipe, the folder and its state, the ledger, and what each
 stage produced; and the run's summary.
 
-Privacy: ``labels`` is a DP release (paid for by the ``label_histogram`` stage); ``prepared`` and
+Privacy: ``labels`` and ``keywords`` are DP releases (paid for by the ``label_histogram`` and
+``keywords`` stages); ``prepared`` and
 ``model`` after training hold private data and never leave the process; everything a stage
 writes goes through :class:`~hf_dpsynth.pipeline.folder.RunFolder` with its charge.
 """
@@ -67,6 +68,7 @@ class RunContext:
     preparation: Any = None  # the PreparationReport, or its saved dict (card/evaluate read no data)
     ledger: Any = None
     labels: Any = None
+    keywords: Any = None
     adapter_model: Any = None
     synthetic: Any = None
     audit: Any = None
@@ -88,6 +90,29 @@ class RunContext:
     def label_stages(self) -> list[str]:
         """The charged stages the generation rests on besides its own (the DP label histogram, if any)."""
         return ["label_histogram"] if self.labels is not None else []
+
+    @property
+    def keyword_stages(self) -> list[str]:
+        """The keywords stage, when the generation's prompts carry DP keywords."""
+        return ["keywords"] if self.keywords is not None else []
+
+    def conditioning(self) -> Any:
+        """The label distribution the generators draw from: the DP histogram, or equal public weights
+        (``generation.label_distribution: uniform``)."""
+        d = self.recipe.data
+        if self.recipe.generation.label_distribution == "uniform" and d.label_column and d.labels:
+            return {d.label_column: {label: 1.0 for label in d.labels}}
+        return self.labels
+
+    def sampler_options(self, *, keywords: bool) -> dict[str, Any]:
+        """The AdapterSynthesizer settings of the recipe (with its DP keywords when ``keywords``)."""
+        g, kw = self.recipe.generation, self.recipe.keywords
+        options = {"conditioning": self.conditioning(), "batch_size": g.batch_size, "max_new_tokens": g.max_new_tokens,
+                   "temperature": g.temperature, "top_p": g.top_p}
+        if keywords and self.keywords is not None:
+            options.update(keywords=self.keywords, keywords_per_record=kw.per_record, keyword_bias=kw.bias,
+                           keyword_weighting=kw.weighting)
+        return options
 
     def reuse(self, path: Any) -> None:
         self.folder.reuse(path, self.ledger)

@@ -6,6 +6,7 @@ run_state.json          the recipe's fingerprint, the files it read (path, SHA-2
 privacy_ledger.json     every charge of the release; the bound ledger saves it inside each charge
 preparation.json        what preparation did (OWNER-ONLY counts beside the shareable rules)
 label_histogram.json    the DP label distribution (reused on rerun; lost → charged again)
+keywords.json           the DP keywords per label (recipes with a keywords share; reused like the histogram)
 adapter/                the DP LoRA adapter (adapter_sampler recipes)
 checkpoint-*/           training checkpoints (PRIVATE: secret seeds; never uploaded)
 synthetic/              the synthetic dataset (data.parquet + generation_info.json)
@@ -112,6 +113,10 @@ class RunFolder:
     @property
     def label_histogram(self) -> Path:
         return self.root / "label_histogram.json"
+
+    @property
+    def keywords(self) -> Path:
+        return self.root / "keywords.json"
 
     @property
     def adapter(self) -> Path:

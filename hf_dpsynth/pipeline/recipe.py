@@ -90,8 +90,25 @@ class TrainingSection:
 
 
 @dataclass(frozen=True)
+class KeywordsSection:
+    """DP keywords per label (stage ``keywords``, when privacy.shares has it; docs/ALGORITHMS.md §8)."""
+
+    k: int = 8  # distinct terms one privacy unit contributes (L2 sensitivity √k)
+    vocabulary: str = "tokenizer"  # the model's whole-word tokens, or a public word list file (most common first)
+    min_length: int = 3  # tokenizer vocabulary: words of at least this many letters
+    skip_most_common: int = 100  # tokenizer vocabulary: the commonest words by public rank, skipped
+    threshold_sigmas: float | None = None  # None: one expected false positive over all cells
+    per_record: int = 5  # keywords written into each prompt
+    bias: float = 4.0  # logit bias on each prompt keyword's first token until it is used (0: none)
+    weighting: Literal["count", "contrast"] = "contrast"  # how keywords are drawn from a label's release
+
+
+@dataclass(frozen=True)
 class GenerationSection:
-    method: Literal["adapter_sampler", "private_prediction"] = "adapter_sampler"
+    # adapter_sampler: the DP-fine-tuned model; prompted: the base model with DP keywords (no training);
+    # private_prediction: the base model's next tokens aggregated over private prompts
+    method: Literal["adapter_sampler", "prompted", "private_prediction"] = "adapter_sampler"
+    label_distribution: Literal["dp", "uniform"] = "dp"  # records per label: the DP histogram's, or equal
     num_records: int | None = 64
     batch_size: int = 16
     max_new_tokens: int = 64
@@ -145,7 +162,7 @@ class HubSection:
 
 _SECTIONS = {
     "data": DataSection, "privacy": PrivacySection, "model": ModelSection, "lora": LoraSection,
-    "training": TrainingSection, "generation": GenerationSection, "evaluation": EvaluationSection, "audit": AuditSection,
+    "training": TrainingSection, "keywords": KeywordsSection, "generation": GenerationSection, "evaluation": EvaluationSection, "audit": AuditSection,
     "output": OutputSection, "hub": HubSection,
 }
 
@@ -160,6 +177,7 @@ class Recipe:
     model: ModelSection
     lora: LoraSection
     training: TrainingSection
+    keywords: KeywordsSection
     generation: GenerationSection
     evaluation: EvaluationSection
     audit: AuditSection
@@ -219,6 +237,19 @@ def _validate(recipe: Recipe) -> None:
         raise DPConfigError("generation.method private_prediction needs a privacy.shares entry 'private_prediction'.")
     if recipe.generation.method == "adapter_sampler" and "training" not in shares:
         raise DPConfigError("generation.method adapter_sampler needs a privacy.shares entry 'training'.")
+    if recipe.generation.method == "prompted":
+        if "keywords" not in shares:
+            raise DPConfigError("generation.method prompted needs a privacy.shares entry 'keywords': without DP keywords "
+                                "the base model sees nothing private (that is the public baseline, "
+                                "evaluation.public_only_baseline).")
+        if "training" in shares:
+            raise DPConfigError("generation.method prompted samples the base model (no training): remove the "
+                                "privacy.shares entry 'training', or use generation.method adapter_sampler.")
+    g = recipe.generation
+    if g.label_distribution == "uniform" and "label_histogram" in shares:
+        raise DPConfigError("generation.label_distribution uniform draws every label equally often and never reads the "
+                            "DP label histogram: remove its privacy.shares entry (it would spend budget for nothing).")
+    _validate_keywords(recipe)
     if "audit" in shares and recipe.generation.method != "adapter_sampler":
         raise DPConfigError("privacy.shares has an 'audit' entry, but the audit repeats DP training and this recipe "
                             "has none (private prediction); remove the entry.")
@@ -246,6 +277,31 @@ def _validate(recipe: Recipe) -> None:
         from hf_dpsynth.hub.repo import check_repo_id
 
         check_repo_id(recipe.hub.repo_id)
+
+
+def _validate_keywords(recipe: Recipe) -> None:
+    d, kw = recipe.data, recipe.keywords
+    if "keywords" not in recipe.privacy.shares:
+        return
+    if recipe.generation.method == "private_prediction":
+        raise DPConfigError("DP keywords condition the prompts of a sampled model (prompted or adapter_sampler); "
+                            "private prediction does not take them: remove the privacy.shares entry 'keywords'.")
+    if d.modality != "text" or not (d.label_column and d.labels):
+        raise DPConfigError("DP keywords are per label of a text recipe: declare data.label_column and data.labels.")
+    if not d.prompt_template or "{keywords}" not in d.prompt_template:
+        raise DPConfigError("DP keywords are written into the prompt by the field {keywords}: put it in "
+                            "data.prompt_template, e.g. \"Write {label_description}.{keywords}\".")
+    for name in ("k", "per_record", "min_length"):
+        value = getattr(kw, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DPConfigError(f"keywords.{name} must be a positive integer; got {value!r}.")
+    if isinstance(kw.skip_most_common, bool) or not isinstance(kw.skip_most_common, int) or kw.skip_most_common < 0:
+        raise DPConfigError(f"keywords.skip_most_common must be a non-negative integer; got {kw.skip_most_common!r}.")
+    if not isinstance(kw.bias, (int, float)) or kw.bias < 0:
+        raise DPConfigError(f"keywords.bias must be a non-negative number; got {kw.bias!r}.")
+    if kw.vocabulary != "tokenizer" and not Path(kw.vocabulary).is_file():
+        raise DPConfigError(f"keywords.vocabulary must be 'tokenizer' or a public word list file (one word per line, "
+                            f"most common first); {kw.vocabulary!r} is not a file.")
 
 
 def _validate_label_descriptions(d: DataSection) -> None:

@@ -61,8 +61,8 @@ def _public_baseline(ctx: RunContext) -> None:
     ctx.log("    the base model, no private record"
             + (" (labels drawn from the DP label distribution)" if ctx.label_stages else " (ε = 0)"))
     model, tok = ctx.model_and_tokenizer()
-    sampler = AdapterSynthesizer(model, tok, codec=ctx.codec, conditioning=ctx.labels, batch_size=g.batch_size,
-                             max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p)
+    # The same public prompt as the DP run, without its DP keywords (their field stays empty).
+    sampler = AdapterSynthesizer(model, tok, codec=ctx.codec, **ctx.sampler_options(keywords=False))
     public = sampler.generate(len(ctx.synthetic) or g.num_records, seed=1, progress=ctx.progress)
     save_synthetic(public, path)
     record_output(path, ctx.ledger, ctx.label_stages)

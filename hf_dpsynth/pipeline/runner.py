@@ -3,7 +3,7 @@
 A run's stages (:mod:`~hf_dpsynth.pipeline.stages` for those that read private data or charge,
 :mod:`~hf_dpsynth.pipeline.release` for the rest), each logged with its number:
 
-    data → privacy ledger → DP label histogram → DP fine-tuning → synthetic records → privacy audit
+    data → privacy ledger → DP label histogram → DP keywords → DP fine-tuning → synthetic records → privacy audit
     → public baseline → evaluation → release check → cards → summary
 
 (a stage the recipe does not have is left out). ``card`` and ``evaluate`` run only the stages they
@@ -33,17 +33,17 @@ from hf_dpsynth.pipeline.stages import Stage
 __all__ = ["CARD_STAGES", "EVALUATE_STAGES", "RUN_STAGES", "evaluate_run", "render_run_cards", "run_recipe"]
 
 RUN_STAGES: tuple[Stage, ...] = (
-    stages.prepare, stages.ledger, stages.label_histogram, stages.training, stages.generation, stages.audit,
+    stages.prepare, stages.ledger, stages.label_histogram, stages.keywords, stages.training, stages.generation, stages.audit,
     release.public_baseline, release.evaluation, release.release_check, release.cards, release.summary,
 )
 #: ``hf-dpsynth card``: the cards from the saved outputs and metrics (nothing evaluated, nothing charged).
 CARD_STAGES: tuple[Stage, ...] = (
-    stages.attach, stages.ledger, stages.label_histogram, stages.training, stages.generation, stages.audit,
+    stages.attach, stages.ledger, stages.label_histogram, stages.keywords, stages.training, stages.generation, stages.audit,
     release.saved_metrics, release.release_check, release.cards,
 )
 #: ``hf-dpsynth evaluate``: evaluation (and the public baseline) over the saved outputs, then the cards.
 EVALUATE_STAGES: tuple[Stage, ...] = (
-    stages.attach, stages.ledger, stages.label_histogram, stages.training, stages.generation, stages.audit,
+    stages.attach, stages.ledger, stages.label_histogram, stages.keywords, stages.training, stages.generation, stages.audit,
     release.public_baseline, release.evaluation, release.release_check, release.cards, release.summary,
 )
 
@@ -64,7 +64,7 @@ def run_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str] | None = No
     if stop_after not in (None, "training"):
         raise DPConfigError(f"stop_after must be None or 'training'; got {stop_after!r}.")
     if stop_after == "training" and recipe.generation.method != "adapter_sampler":
-        raise DPConfigError("this recipe has no training stage (its generator is private prediction).")
+        raise DPConfigError(f"this recipe has no training stage (its generator is {recipe.generation.method}).")
     folder = RunFolder(Path(output_dir or recipe.output.dir).resolve())
     folder.check_new()
     ctx = RunContext(recipe=recipe, folder=folder, log=log, progress=progress, allow_charges=True,

@@ -27,7 +27,7 @@ from hf_dpsynth.pipeline.folder import RunState
 from hf_dpsynth.pipeline.outputs import record_output
 from hf_dpsynth.pipeline.recipe import Recipe
 
-__all__ = ["Stage", "attach", "audit", "generation", "label_histogram", "ledger", "prepare", "training"]
+__all__ = ["Stage", "attach", "audit", "generation", "keywords", "label_histogram", "ledger", "prepare", "training"]
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,38 @@ def _has_label_histogram(recipe: Recipe) -> bool:
     return "label_histogram" in recipe.privacy.shares and bool(d.label_column and d.labels) and d.modality != "tabular"
 
 
+def _keywords(ctx: RunContext) -> None:
+    """DP keywords per label over the tokenizer's public vocabulary (Gaussian, charged; docs/ALGORITHMS.md §8)."""
+    from hf_dpsynth.data.keywords import DPKeywords, KeywordVocabulary, dp_keywords
+
+    d, kw, path = ctx.recipe.data, ctx.recipe.keywords, ctx.folder.keywords
+    if path.is_file() and ctx.state.done("keywords"):
+        ctx.reuse(path)
+        ctx.keywords = DPKeywords.load(path)
+        ctx.reused.append("keywords")
+    elif not ctx.allow_charges:
+        raise ctx.refuse_charge("keywords")
+    else:
+        if kw.vocabulary == "tokenizer":
+            _, tok = ctx.model_and_tokenizer()
+            vocabulary = KeywordVocabulary.from_tokenizer(tok, min_length=kw.min_length,
+                                                          skip_most_common=kw.skip_most_common)
+        else:
+            words = Path(kw.vocabulary).read_text(encoding="utf-8").split()
+            vocabulary = KeywordVocabulary.from_words(words, source=f"declared public word list {Path(kw.vocabulary).name}")
+        ctx.state.mark("keywords", "charging")
+        # The prepared units' body texts (scrubbed, bounded): N is the ledger's.
+        ctx.keywords = dp_keywords(ctx.prepared.dataset, text_column="completion", label_column=d.label_column,
+                                   labels=list(d.labels), vocabulary=vocabulary, ledger=ctx.ledger, k=kw.k,
+                                   threshold_sigmas=kw.threshold_sigmas, user_id_column=d.user_id_column)
+        ctx.keywords.save(path)
+        record_output(path, ctx.ledger, ["keywords"])
+    ctx.state.mark("keywords", "done")
+    released = ", ".join(f"{len(v)} for {label}" for label, v in ctx.keywords.keywords.items())
+    ctx.log(f"    keywords released: {released}")
+    ctx.outputs["keywords"] = ["DP keywords per label (condition the prompts)"]
+
+
 def _is_adapter(recipe: Recipe) -> bool:
     return recipe.generation.method == "adapter_sampler"
 
@@ -194,26 +226,30 @@ def _training(ctx: RunContext) -> None:
         ctx.log(f"adapter: {adapter} (ε spent so far {ctx.ledger.epsilon_spent():.4g})")
 
 
+_GENERATION_STAGE = {"adapter_sampler": "training", "prompted": "keywords", "private_prediction": "private_prediction"}
+
+
 def _generation(ctx: RunContext) -> None:
-    """The synthetic records: the DP adapter sampled (post-processing), or private prediction (charged)."""
+    """The synthetic records: the DP adapter or the base model sampled with DP prompts (post-processing),
+    or private prediction (charged)."""
     g, path = ctx.recipe.generation, ctx.folder.synthetic
-    stage = "training" if g.method == "adapter_sampler" else "private_prediction"
+    stage = _GENERATION_STAGE[g.method]
     if path.is_dir() and ctx.state.done("generation"):
         ctx.reuse(path)
         ctx.synthetic = load_synthetic(path)
         ctx.reused.append("generation")
     elif not ctx.allow_charges:
-        raise ctx.refuse_charge("generation" if g.method == "adapter_sampler" else stage)
-    elif g.method == "adapter_sampler":
+        raise ctx.refuse_charge("private_prediction" if g.method == "private_prediction" else "generation")
+    elif g.method in ("adapter_sampler", "prompted"):
         from hf_dpsynth.generation import AdapterSynthesizer
 
-        _, tok = ctx.model_and_tokenizer()
-        sampler = AdapterSynthesizer(ctx.adapter_model, tok, codec=ctx.codec, conditioning=ctx.labels,
-                                 batch_size=g.batch_size, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                                 top_p=g.top_p, guided=g.guided)
+        base, tok = ctx.model_and_tokenizer()
+        model = ctx.adapter_model if g.method == "adapter_sampler" else base
+        sampler = AdapterSynthesizer(model, tok, codec=ctx.codec, guided=g.guided, **ctx.sampler_options(keywords=True))
         ctx.synthetic = sampler.generate(g.num_records, seed=0, progress=ctx.progress)
         save_synthetic(ctx.synthetic, path)
-        record_output(path, ctx.ledger, ["training", *ctx.label_stages])
+        paid = ["training"] if g.method == "adapter_sampler" else []
+        record_output(path, ctx.ledger, [*paid, *ctx.label_stages, *ctx.keyword_stages])
         ctx.state.mark("generation", "done")
     else:
         from hf_dpsynth.generation import PrivatePredictionSynthesizer, SparseVectorGate
@@ -261,6 +297,7 @@ prepare = Stage("data", _prepare)
 attach = Stage("the run folder (no private data read)", _attach)
 ledger = Stage("privacy ledger", _ledger)
 label_histogram = Stage("DP label histogram", _label_histogram, _has_label_histogram)
+keywords = Stage("DP keywords per label", _keywords, lambda recipe: "keywords" in recipe.privacy.shares)
 training = Stage("DP fine-tuning (charged for the whole schedule before step 1)", _training, _is_adapter)
 generation = Stage("synthetic records", _generation)
 audit = Stage("privacy audit (charged to the release ledger, stage 'audit')",
