@@ -159,10 +159,21 @@ def test_an_output_folder_holding_another_run_is_refused(tmp_path):
           "data": {"source": "sms_spam", "label_column": "label", "labels": ["ham", "spam"],
                    "prompt_template": "{label}{keywords}"}}, "samples the base model"),
         ({"generation": {"label_distribution": "uniform"}}, "never reads the DP label histogram"),
-        ({"privacy": {"shares": {"keywords": 0.5, "training": 0.5}},
+        ({"privacy": {"shares": {"label_histogram": 0.1, "keywords": 0.4, "training": 0.5}},
           "data": {"source": "sms_spam", "label_column": "label", "labels": ["ham", "spam"]}}, "by the field {keywords}"),
+        ({"data": {"source": "sms_spam", "label_column": "label", "labels": ["ham", "spam"]},
+          "privacy": {"shares": {"training": 1.0}}}, "has no 'label_histogram'"),
+        ({"generation": {"method": "private_prediction", "pp_top_k": 20},
+          "privacy": {"shares": {"private_prediction": 1.0}}}, "set generation.public_prompt"),
         ({"privacy": {"shares": {"keywords": 0.5, "training": 0.5}}}, "per label of a text recipe"),
-        ({"privacy": {"shares": {"keywords": 0.5, "training": 0.5}}, "keywords": {"k": 0},
+        ({"privacy": {"shares": {"label_histogram": 0.1, "keywords": 0.4, "training": 0.5}}, "model": {"name": "."},
+          "data": {"source": "sms_spam", "label_column": "label", "labels": ["ham", "spam"],
+                   "prompt_template": "{label}{keywords}"}}, "declare keywords.public_tokenizer"),
+        ({"privacy": {"shares": {"label_histogram": 0.1, "keywords": 0.4, "training": 0.5}},
+          "keywords": {"vocabulary": str(REPO / "recipes" / "data" / "reviews_train.csv")},
+          "data": {"source": str(REPO / "recipes" / "data" / "reviews_train.csv"), "label_column": "label", "labels": ["ham", "spam"],
+                   "prompt_template": "{label}{keywords}"}}, "a file of private records"),
+        ({"privacy": {"shares": {"label_histogram": 0.1, "keywords": 0.4, "training": 0.5}}, "keywords": {"k": 0},
           "data": {"source": "sms_spam", "label_column": "label", "labels": ["ham", "spam"],
                    "prompt_template": "{label}{keywords}"}}, "keywords.k must be a positive integer"),
     ],
@@ -331,7 +342,7 @@ def test_a_charged_audit_is_a_stage_of_the_run_and_only_its_dp_run_reaches_the_c
 def test_overrides_are_checked_as_a_recipe_file_is():
     recipe = load_recipe(RECIPES[[p.stem for p in RECIPES].index("sms_spam_text")])
     with pytest.raises(DPConfigError, match="costs what training costs"):
-        recipe.with_overrides(privacy={"shares": {"training": 0.6, "audit": 0.3}})
+        recipe.with_overrides(privacy={"shares": {"label_histogram": 0.1, "training": 0.6, "audit": 0.3}})
 
 
 def test_the_keywords_stage_is_charged_once_reused_and_never_rerun_for_free(tmp_path, monkeypatch):

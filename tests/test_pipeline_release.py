@@ -422,3 +422,34 @@ def test_a_ledger_that_is_not_the_recipes_is_refused_and_train_on_a_finished_run
     path.write_text(json.dumps({**data, "plan": None, "accountant_source": "first_charge"}))
     with pytest.raises(DPConfigError, match="not this recipe's ledger: its shares"):
         run_recipe(_recipe(), output_dir=run_copy, **QUIET)
+
+
+def test_the_public_baseline_samples_the_base_model_without_the_dp_adapter(tmp_path, monkeypatch):
+    # PEFT injects the DP adapter's layers into the base model in place: a baseline sampled from that
+    # object would be the DP model under the name "public only".
+    import torch
+
+    from hf_dpsynth.generation import adapter_sampler
+    from hf_dpsynth.models import tiny_causal_lm
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "sms_spam_text.yaml").with_overrides(
+        model={"name": "tiny"}, data={"max_records": 60}, training={"max_steps": 2, "learning_rate": 0.05},
+        generation={"num_records": 4, "max_new_tokens": 4},
+        evaluation={"enabled": True, "public_only_baseline": True, "embeddings": False, "max_test_records": 20})
+    probe = torch.tensor([[5, 17, 42, 7, 99]])
+    logits = []
+    original = adapter_sampler.AdapterSynthesizer.generate
+
+    def watch(self, *args, **kwargs):
+        with torch.no_grad():
+            logits.append(self.model(input_ids=probe).logits.float())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(adapter_sampler.AdapterSynthesizer, "generate", watch)
+    run_recipe(recipe, output_dir=tmp_path / "run", progress=False, log=lambda _: None)
+    fresh, _ = tiny_causal_lm()
+    with torch.no_grad():
+        base = fresh(input_ids=probe).logits.float()
+    dp_run, baseline = logits
+    assert not torch.allclose(dp_run, base, atol=1e-6)  # the DP model differs from the base model ...
+    torch.testing.assert_close(baseline, base)  # ... and the baseline is the base model

@@ -56,10 +56,13 @@ class KeywordVocabulary:
     source: str
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any, *, min_length: int = 3, skip_most_common: int = 100) -> KeywordVocabulary:
+    def from_tokenizer(cls, tokenizer: Any, *, min_length: int = 3, skip_most_common: int = 100,
+                       name: str | None = None) -> KeywordVocabulary:
         """The tokenizer's whole-word tokens (a word-start marker, then letters only, lowercase, at least
-        ``min_length`` letters) in token-id order, less the ``skip_most_common`` first. Public: the
-        tokenizer ships with the model, and its merge order ranks words by its own pre-training corpus."""
+        ``min_length`` letters) in token-id order, less the ``skip_most_common`` first. Public only if
+        the tokenizer is: one that ships with a public model (its merge order ranks words by its own
+        pre-training corpus), never one trained or extended on the private data. ``name`` (e.g. the
+        model's Hub id) is what the release and the card call it."""
         vocab = tokenizer.get_vocab()
         words: dict[str, int] = {}
         for token, index in vocab.items():
@@ -74,25 +77,30 @@ class KeywordVocabulary:
                 f"the tokenizer has {len(ranked)} whole-word tokens of {min_length}+ letters, not more than the "
                 f"{skip_most_common} skipped as most common: declare a public word list instead (keywords.vocabulary)."
             )
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        return cls(tuple(ranked[skip_most_common:]),
-                   f"whole-word tokens of the tokenizer ({name}), {min_length}+ letters, "
-                   f"the {skip_most_common} most common skipped")
+        terms = tuple(ranked[skip_most_common:])
+        return cls(terms, f"whole-word tokens of the tokenizer of {name or type(tokenizer).__name__}, {min_length}+ "
+                          f"letters, the {skip_most_common} most common skipped (sha256 {_digest(terms)})")
 
     @classmethod
     def from_words(cls, words: Sequence[str], *, source: str = "declared public word list") -> KeywordVocabulary:
         """A declared public word list (most common first); words are lowercased letters only."""
         seen: dict[str, None] = {}
-        for w in words:
+        for position, w in enumerate(words):
             if not isinstance(w, str) or not _WORD.fullmatch(w.strip()):
-                raise SchemaError(f"a vocabulary word must be letters only; got {w!r}.")
+                raise SchemaError(f"a vocabulary word must be letters only; word {position + 1} of the list is not.")
             seen.setdefault(w.strip().lower())
         if not seen:
             raise SchemaError("the keyword vocabulary is empty: declare at least one public word.")
-        return cls(tuple(seen), source)
+        terms = tuple(seen)
+        return cls(terms, f"{source} (sha256 {_digest(terms)})")
 
     def __len__(self) -> int:
         return len(self.terms)
+
+
+def _digest(terms: Sequence[str]) -> str:
+    """A short SHA-256 of the vocabulary (names exactly which public word list a release used)."""
+    return hashlib.sha256("\n".join(terms).encode()).hexdigest()[:16]
 
 
 def _order_key(text: str, word: str) -> bytes:
@@ -260,9 +268,10 @@ def dp_keywords(
         raise DatasetError(f"column {text_column!r} must hold texts; row {bad} is {type(texts[bad]).__name__}.")
     index = {label: i for i, label in enumerate(labels)}
     raw_labels = [str(v) for v in column_values(dataset, label_column)]
-    unknown = sorted({v for v in raw_labels if v not in index})
-    if unknown:
-        raise SchemaError(f"column {label_column!r} has value(s) {unknown[:5]} outside the declared labels {list(labels)}.")
+    unknown = [row for row, v in enumerate(raw_labels) if v not in index]
+    if unknown:  # the values themselves are private: say where, not what
+        raise SchemaError(f"column {label_column!r} has {len(unknown)} value(s) outside the declared labels "
+                          f"{list(labels)} (first at row {unknown[0]}): declare every label, or drop those rows first.")
     label_index = np.asarray([index[v] for v in raw_labels], dtype=np.int64)
     user_ids = column_values(dataset, user_id_column) if unit == "user" else None
     num_units = len(group_rows_by_user(user_ids, column=user_id_column)) if user_ids is not None else len(dataset)
@@ -280,7 +289,8 @@ def dp_keywords(
         noise_multiplier = ledger.calibrate(stage, sampling_probability=1.0, num_steps=1)
     metadata = {
         "mechanism": "gaussian_keyword_histogram", "k": k, "num_labels": len(labels),
-        "vocabulary_size": len(vocabulary), "vocabulary": vocabulary.source,
+        "vocabulary_size": len(vocabulary), "vocabulary": vocabulary.source + "; assumed public (not derived from "
+                                                                                 "the private data)",
         "noise_multiplier": float(noise_multiplier), "l2_sensitivity": sensitivity,
         "contribution": "k distinct terms per record" if unit == "example" else "k distinct (label, term) pairs per user",
     }

@@ -95,6 +95,8 @@ class KeywordsSection:
 
     k: int = 8  # distinct terms one privacy unit contributes (L2 sensitivity √k)
     vocabulary: str = "tokenizer"  # the model's whole-word tokens, or a public word list file (most common first)
+    # a local model folder's tokenizer may have been trained on the private data: declare it public to use it
+    public_tokenizer: bool = False
     min_length: int = 3  # tokenizer vocabulary: words of at least this many letters
     skip_most_common: int = 100  # tokenizer vocabulary: the commonest words by public rank, skipped
     threshold_sigmas: float | None = None  # None: one expected false positive over all cells
@@ -123,6 +125,8 @@ class GenerationSection:
     svt_threshold: float | None = None
     svt_noise: float = 0.2
     public_prompt: str | None = None
+    pp_clip_against_public: bool = False  # clip each private context's log-probs against the public prompt's
+    pp_top_k: int = 0  # sample among the public prompt's top-k tokens only (0: all)
 
 
 @dataclass(frozen=True)
@@ -249,6 +253,16 @@ def _validate(recipe: Recipe) -> None:
     if g.label_distribution == "uniform" and "label_histogram" in shares:
         raise DPConfigError("generation.label_distribution uniform draws every label equally often and never reads the "
                             "DP label histogram: remove its privacy.shares entry (it would spend budget for nothing).")
+    if g.method == "private_prediction" and (g.pp_clip_against_public or g.pp_top_k) and g.public_prompt is None \
+            and g.svt_threshold is None:
+        raise DPConfigError("generation.pp_clip_against_public and pp_top_k read the public prompt's logits: set "
+                            "generation.public_prompt (the instruction without any private record).")
+    d = recipe.data
+    if (g.method in ("adapter_sampler", "prompted") and g.label_distribution == "dp" and d.label_column and d.labels
+            and d.modality != "tabular" and "label_histogram" not in shares):
+        raise DPConfigError("the generator draws each record's label from the DP label histogram "
+                            "(generation.label_distribution: dp), but privacy.shares has no 'label_histogram': add "
+                            "one, or set generation.label_distribution: uniform (equal records per label).")
     _validate_keywords(recipe)
     if "audit" in shares and recipe.generation.method != "adapter_sampler":
         raise DPConfigError("privacy.shares has an 'audit' entry, but the audit repeats DP training and this recipe "
@@ -299,9 +313,21 @@ def _validate_keywords(recipe: Recipe) -> None:
         raise DPConfigError(f"keywords.skip_most_common must be a non-negative integer; got {kw.skip_most_common!r}.")
     if not isinstance(kw.bias, (int, float)) or kw.bias < 0:
         raise DPConfigError(f"keywords.bias must be a non-negative number; got {kw.bias!r}.")
-    if kw.vocabulary != "tokenizer" and not Path(kw.vocabulary).is_file():
-        raise DPConfigError(f"keywords.vocabulary must be 'tokenizer' or a public word list file (one word per line, "
-                            f"most common first); {kw.vocabulary!r} is not a file.")
+    if kw.vocabulary != "tokenizer":
+        if not Path(kw.vocabulary).is_file():
+            raise DPConfigError(f"keywords.vocabulary must be 'tokenizer' or a public word list file (one word per "
+                                f"line, most common first); {kw.vocabulary!r} is not a file.")
+        private = [p for p in (d.source, recipe.evaluation.test_source) if p and Path(p).exists()
+                   and Path(p).resolve() == Path(kw.vocabulary).resolve()]
+        if private:
+            raise DPConfigError(f"keywords.vocabulary is {private[0]!r}, a file of private records: the vocabulary must "
+                                "be public (a word list that was not derived from the data), or 'tokenizer'.")
+    elif Path(recipe.model.name).is_dir() and not kw.public_tokenizer:
+        raise DPConfigError(
+            f"keywords.vocabulary: tokenizer reads the tokenizer of the local folder {recipe.model.name!r}, which may "
+            "have been trained or extended on private data (its words would then reveal the data). If it is the "
+            "unchanged tokenizer of a public model, declare keywords.public_tokenizer: true; otherwise give a public "
+            "word list as keywords.vocabulary.")
 
 
 def _validate_label_descriptions(d: DataSection) -> None:

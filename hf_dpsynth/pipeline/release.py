@@ -8,6 +8,7 @@ shareable values unless the owner asks for a separate owner-only render.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from typing import Any
@@ -61,9 +62,14 @@ def _public_baseline(ctx: RunContext) -> None:
     ctx.log("    the base model, no private record"
             + (" (labels drawn from the DP label distribution)" if ctx.label_stages else " (ε = 0)"))
     model, tok = ctx.model_and_tokenizer()
-    # The same public prompt as the DP run, without its DP keywords (their field stays empty).
-    sampler = AdapterSynthesizer(model, tok, codec=ctx.codec, **ctx.sampler_options(keywords=False))
-    public = sampler.generate(len(ctx.synthetic) or g.num_records, seed=1, progress=ctx.progress)
+    # PEFT put the DP adapter's layers into the base model in place: the baseline samples with them switched off.
+    adapter = ctx.adapter_model
+    base = adapter.disable_adapter() if adapter is not None else contextlib.nullcontext()
+    with base:
+        # The same public prompt as the DP run, without its DP keywords (their field stays empty).
+        sampler = AdapterSynthesizer(adapter if adapter is not None else model, tok, codec=ctx.codec,
+                                     **ctx.sampler_options(keywords=False))
+        public = sampler.generate(len(ctx.synthetic) or g.num_records, seed=1, progress=ctx.progress)
     save_synthetic(public, path)
     record_output(path, ctx.ledger, ctx.label_stages)
     ctx.state.mark("public_only", "done")

@@ -154,9 +154,12 @@ def _keywords(ctx: RunContext) -> None:
         raise ctx.refuse_charge("keywords")
     else:
         if kw.vocabulary == "tokenizer":
+            from hf_dpsynth.models import DEFAULT_MODEL_ID
+
             _, tok = ctx.model_and_tokenizer()
+            name = DEFAULT_MODEL_ID if ctx.recipe.model.name == "default" else Path(ctx.recipe.model.name).name
             vocabulary = KeywordVocabulary.from_tokenizer(tok, min_length=kw.min_length,
-                                                          skip_most_common=kw.skip_most_common)
+                                                          skip_most_common=kw.skip_most_common, name=name)
         else:
             words = Path(kw.vocabulary).read_text(encoding="utf-8").split()
             vocabulary = KeywordVocabulary.from_words(words, source=f"declared public word list {Path(kw.vocabulary).name}")
@@ -262,7 +265,7 @@ def _generation(ctx: RunContext) -> None:
             clip=g.clip, temperature=g.pp_temperature, max_private_tokens=g.max_private_tokens,
             max_new_tokens=g.max_new_tokens if g.svt_threshold is not None else None,
             svt=SparseVectorGate(g.svt_threshold, g.svt_noise) if g.svt_threshold is not None else None,
-            public_prompt=g.public_prompt,
+            public_prompt=g.public_prompt, clip_against_public=g.pp_clip_against_public, top_k=g.pp_top_k,
         )
         ctx.state.mark("generation", "charging")
         ctx.synthetic = pp.generate(progress=ctx.progress)

@@ -230,7 +230,7 @@ def test_bad_input_is_refused_before_any_charge():
     with pytest.raises(DatasetError, match="must hold texts"):
         dp_keywords(Dataset.from_dict({"text": [1], "label": ["ham"]}), text_column="text", label_column="label",
                     labels=LABELS, vocabulary=VOCAB, ledger=ledger)
-    with pytest.raises(SchemaError, match="letters only"):
+    with pytest.raises(SchemaError, match="letters only; word 2"):
         KeywordVocabulary.from_words(["ok", "two words"])
     assert len(ledger.charges) == 0
 

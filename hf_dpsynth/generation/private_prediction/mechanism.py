@@ -36,12 +36,26 @@ def clip_logits(logits: torch.Tensor, clip: float) -> torch.Tensor:
     return shifted.clamp(min=-clip)
 
 
-def aggregate_logits(logits: torch.Tensor, *, clip: float, expected_batch_size: int) -> torch.Tensor:
+def aggregate_logits(logits: torch.Tensor, *, clip: float, expected_batch_size: int,
+                     public_logits: torch.Tensor | None = None) -> torch.Tensor:
     """The mechanism's score vector: clipped logits summed over the batch, divided by the public s.
 
+    With ``public_logits`` (the public prompt's), each context contributes its log-probabilities'
+    difference from the public ones clipped to ±c, added to the public log-probabilities:
+    ``log p_pub + (1/s)·Σ_i clip(log p_i − log p_pub, ±c)`` — the public model's distribution,
+    moved by what the private prompts agree on (an empty batch samples the public model).
+
     Privacy: adding or removing one context moves each coordinate by at most c/s (and the spread,
-    max − min over coordinates, of that move by at most 2c/s), whatever the realised batch size.
+    max − min over coordinates, of that move by at most 2c/s), whatever the realised batch size;
+    the public term is the same on both sides. So ρ per token is the same in either form.
     """
+    if public_logits is not None:
+        # float64: log-probabilities reach −1000, where a float32 rounding (~1e-4) would exceed the c/s bound.
+        reference = torch.log_softmax(public_logits.double(), dim=-1)
+        if logits.shape[0] == 0:
+            return reference.clone()
+        moved = (torch.log_softmax(logits.double(), dim=-1) - reference).clamp(-clip, clip)
+        return reference + moved.sum(dim=0) / expected_batch_size
     if logits.shape[0] == 0:
         return torch.zeros(logits.shape[-1], dtype=torch.float32, device=logits.device)
     return clip_logits(logits.float(), clip).sum(dim=0) / expected_batch_size
@@ -116,7 +130,7 @@ def public_mask(public_logits: torch.Tensor, *, top_k: int, top_p: float) -> tor
 
 def sample_token(scores: torch.Tensor, mask: torch.Tensor | None, gen: torch.Generator) -> int:
     """One token from softmax(``scores``) over the tokens ``mask`` allows (the exponential mechanism)."""
-    scores = scores.float().cpu()
+    scores = (scores.double() if scores.dtype == torch.float64 else scores.float()).cpu()
     if mask is not None:
         scores = scores.masked_fill(~mask.cpu(), float("-inf"))
     probs = torch.softmax(scores, dim=-1)

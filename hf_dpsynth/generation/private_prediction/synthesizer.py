@@ -110,6 +110,10 @@ class PrivatePredictionSynthesizer(Synthesizer):
             gate and by top-k / top-p masks.
         svt: a :class:`SparseVectorGate`, or None.
         top_k, top_p: masks computed from the public prompt's logits only (never private ones).
+        clip_against_public: clip each private context's difference from the public prompt's
+            log-probabilities (``pub + clip(priv − pub, ±c)``, see
+            :func:`~hf_dpsynth.generation.private_prediction.mechanism.aggregate_logits`) instead
+            of its own logits; needs ``public_prompt``. The accounting is the same.
         instruction: the private prompt, with ``{example}`` where the record goes.
 
     Privacy: see the module docstring. The expected batch size, batch counts, clip, temperature,
@@ -137,6 +141,7 @@ class PrivatePredictionSynthesizer(Synthesizer):
         svt: SparseVectorGate | None = None,
         top_k: int = 0,
         top_p: float = 1.0,
+        clip_against_public: bool = False,
         instruction: str = DEFAULT_INSTRUCTION,
         stage: str = STAGE,
     ) -> None:
@@ -162,11 +167,15 @@ class PrivatePredictionSynthesizer(Synthesizer):
                 "top_k / top_p masks must come from public logits only: give public_prompt= (masks computed from "
                 "private logits would break the exponential mechanism)."
             )
+        if clip_against_public and public_prompt is None and svt is None:
+            raise DPConfigError("clip_against_public clips each private context against the public prompt's logits: "
+                                "give public_prompt= (the instruction without any private record).")
         if top_k < 0 or not 0 < top_p <= 1:
             raise ValueError(f"top_k must be >= 0 and top_p in (0, 1]; got {top_k!r}, {top_p!r}.")
         self.model, self.tokenizer, self.codec, self.ledger = model, tokenizer, codec, ledger
         self.clip, self.temperature = float(clip), float(temperature)
         self.svt, self.top_k, self.top_p = svt, int(top_k), float(top_p)
+        self.clip_against_public = bool(clip_against_public)
         self.instruction = instruction
         self.public_prompt = public_prompt if public_prompt is not None else (DEFAULT_PUBLIC_INSTRUCTION if svt else None)
         self.stage = stage
@@ -319,7 +328,8 @@ class PrivatePredictionSynthesizer(Synthesizer):
                 "expected_batch_size": self.expected_batch_size,
                 "clip": self.clip, "temperature": self.temperature, "max_private_tokens": self.max_private_tokens,
                 "svt": None if self.svt is None else {"threshold": self.svt.threshold, "noise": self.svt.noise},
-                "num_batches": len(order),
+                "clipped": "against the public prompt" if self.clip_against_public else "own logits",
+                "top_k": self.top_k, "top_p": self.top_p, "num_batches": len(order),
             },
         )
         entropy = seed if seed is not None else secrets.randbits(63)
@@ -345,6 +355,8 @@ class PrivatePredictionSynthesizer(Synthesizer):
                     "stage": self.stage, "zcdp_rho": self.rho(), "expected_batch_size": self.expected_batch_size,
                     "clip": self.clip, "temperature": self.temperature, "max_private_tokens": self.max_private_tokens,
                     "sparse_vector": None if self.svt is None else {"threshold": self.svt.threshold, "noise": self.svt.noise},
+                    "clipped": "against the public prompt" if self.clip_against_public else "own logits",
+                    "public_top_k": self.top_k, "public_top_p": self.top_p,
                 },
                 "batches_per_label": {str(k): v for k, v in self._batches.items()},
                 "max_new_tokens": self.max_new_tokens,
@@ -383,7 +395,8 @@ class PrivatePredictionSynthesizer(Synthesizer):
                     contexts.step(token)
                     continue
                 threshold_noise = lap.laplace(0.0, self.svt.noise)  # redrawn after each private token
-            scores = aggregate_logits(private, clip=self.clip, expected_batch_size=s) / self.temperature
+            reference = public if self.clip_against_public else None
+            scores = aggregate_logits(private, clip=self.clip, expected_batch_size=s, public_logits=reference) / self.temperature
             token = self._sample(scores, mask, gen)
             used += 1
             generated.append(token)
