@@ -40,7 +40,7 @@ def test_demo_smoke_run_on_tiny_model(tmp_path, capsys):
     from hf_dpsynth.privacy import PrivacyLedger
 
     out = tmp_path / "demo"
-    assert main(["demo", "--model", "tiny", "--records", "40", "--steps", "2", "--samples", "4",
+    assert main(["demo", "--method", "finetune", "--model", "tiny", "--records", "40", "--steps", "2", "--samples", "4",
                  "--output-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "Not run by this demo" in printed and "label_histogram" in printed
@@ -52,6 +52,21 @@ def test_demo_smoke_run_on_tiny_model(tmp_path, capsys):
     assert summary["num_generated"] == 4
     assert (out / "public_only" / "data.parquet").is_file()  # the ε = 0 baseline was generated
     # A second demo run in the same folder is a new release of the public demo data.
-    assert main(["demo", "--model", "tiny", "--records", "40", "--steps", "1", "--samples", "2",
+    assert main(["demo", "--method", "finetune", "--model", "tiny", "--records", "40", "--steps", "1", "--samples", "2",
                  "--output-dir", str(out)]) == 0
     assert "Removing the previous demo outputs" in capsys.readouterr().out
+
+
+def test_the_default_demo_prompts_the_base_model_with_dp_keywords(tmp_path, capsys):
+    from hf_dpsynth.privacy import PrivacyLedger
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "tiny", "--records", "300", "--samples", "24", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    ledger = PrivacyLedger.load(out / "privacy_ledger.json")
+    assert [c.stage for c in ledger.charges] == ["keywords"] and 0 < ledger.epsilon_spent() <= 4.0
+    assert (out / "keywords.json").is_file() and not (out / "adapter").exists()
+    assert (out / "public_only" / "data.parquet").is_file()
+    assert "DP keywords in the base model's prompts" in printed
+    if (out / "metrics.json").is_file():  # the tiny model may write too few valid records of a label to evaluate
+        assert "spam F1" in printed

@@ -31,9 +31,13 @@ def tiny():
 
 def test_bias_raises_unused_keywords_first_tokens_only(tiny):
     _, tok = tiny
-    first = keyword_first_tokens(tok, "free")
+    first = keyword_first_tokens(tok, "call")
     assert first and all(isinstance(t, int) for t in first)
-    bias = KeywordBias(tok, [["free"], []], prompt_length=2, bias=5.0)
+    # Only tokens that carry the word: never a bare space or a single letter (they start every other word).
+    pieces = {tok.decode([t]).strip() for t in first}
+    assert pieces and all(len(p) >= 3 and "call".startswith(p.lower()) for p in pieces), pieces
+    assert keyword_first_tokens(tok, "zzzz") == frozenset()
+    bias = KeywordBias(tok, [["call"], []], prompt_length=2, bias=5.0)
     vocab = len(tok)
     ids = torch.tensor([[1, min(first), 3], [1, 2, 3]])  # a keyword token inside the prompt does not count as used
     raised = bias(ids[:, :2], torch.zeros(2, vocab))
@@ -41,7 +45,7 @@ def test_bias_raises_unused_keywords_first_tokens_only(tiny):
     assert raised[1].abs().sum() == 0  # a row without keywords is untouched
     used = torch.cat([ids[:, :2], torch.tensor([[min(first)], [0]])], dim=1)
     assert bias(used, torch.zeros(2, vocab)).abs().sum() == 0  # used once: no more bias
-    assert KeywordBias(tok, [["free"]], prompt_length=0, bias=0.0)(ids[:1], torch.zeros(1, vocab)).abs().sum() == 0
+    assert KeywordBias(tok, [["call"]], prompt_length=0, bias=0.0)(ids[:1], torch.zeros(1, vocab)).abs().sum() == 0
 
 
 def test_prompts_carry_keywords_of_their_own_label(tiny):
@@ -70,11 +74,11 @@ def test_prompts_carry_keywords_of_their_own_label(tiny):
 
 def test_a_large_bias_puts_a_keyword_in_every_record(tiny):
     model, tok = tiny
-    release = DPKeywords(**{**RELEASE.__dict__, "keywords": {"spam": (("free", 1.0),), "ham": (("free", 1.0),)}})
+    release = DPKeywords(**{**RELEASE.__dict__, "keywords": {"spam": (("call", 1.0),), "ham": (("call", 1.0),)}})
     sampler = AdapterSynthesizer(model, tok, codec=CODEC, conditioning={"label": {"ham": 1.0, "spam": 1.0}},
                                  keywords=release, keywords_per_record=1, keyword_bias=60.0, max_new_tokens=3,
                                  batch_size=6, deduplicate=False)
-    first = keyword_first_tokens(tok, "free")
+    first = keyword_first_tokens(tok, "call")
     outputs = []
     original = sampler._generate_batch
     sampler._generate_batch = lambda p, pad, d, w: outputs.extend(original(p, pad, d, w)) or outputs[-len(p):]
@@ -82,7 +86,7 @@ def test_a_large_bias_puts_a_keyword_in_every_record(tiny):
     without = AdapterSynthesizer(model, tok, codec=CODEC, conditioning={"label": {"ham": 1.0, "spam": 1.0}},
                                  keywords=release, keywords_per_record=1, keyword_bias=0.0, max_new_tokens=3,
                                  batch_size=6, deduplicate=False)
-    plain = without._generate_batch(["Write a ham text.\n"] * 6, tok.eos_token_id, torch.device("cpu"), [["free"]] * 6)
+    plain = without._generate_batch(["Write a ham text.\n"] * 6, tok.eos_token_id, torch.device("cpu"), [["call"]] * 6)
     with_kw = [set(tok(t, add_special_tokens=False)["input_ids"]) & first for t in outputs]
     assert all(with_kw), outputs
     assert sum(bool(set(tok(t, add_special_tokens=False)["input_ids"]) & first) for t in plain) < 6

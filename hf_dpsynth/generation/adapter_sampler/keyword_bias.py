@@ -20,12 +20,16 @@ __all__ = ["KeywordBias", "keyword_first_tokens"]
 
 def keyword_first_tokens(tokenizer: Any, word: str) -> frozenset[int]:
     """The first token of ``word`` as written after a space or at a line start, lower-case, Capitalised
-    and UPPER case."""
+    and UPPER case — only where that token carries at least three letters of the word (or all of a
+    shorter one): a bare space or a single letter would raise every word that starts with it."""
     ids: set[int] = set()
     for variant in {word.lower(), word.capitalize(), word.upper()}:
         for text in (f" {variant}", variant):
             tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
-            if tokens:
+            if not tokens:
+                continue
+            piece = tokenizer.decode(tokens[:1]).strip()
+            if variant.startswith(piece) and len(piece) >= min(3, len(variant)):
                 ids.add(int(tokens[0]))
     return frozenset(ids)
 
