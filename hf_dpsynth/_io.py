@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["JsonRelease", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -47,3 +47,16 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """``data`` as indented JSON (NaN/inf refused), written atomically."""
     return atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+class JsonRelease:
+    """``save`` / ``load`` for a release that has ``to_dict`` / ``from_dict``: JSON, written atomically (a
+    stage's saved output is reused, not re-run)."""
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        atomic_write_json(path, self.to_dict())  # type: ignore[attr-defined]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Any:
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_dict(json.load(fh))  # type: ignore[attr-defined]

@@ -21,7 +21,6 @@ says little; "… using the words: claim, prize, txt" says much). They are relea
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hf_dpsynth._io import atomic_write_json
+from hf_dpsynth._io import JsonRelease
 from hf_dpsynth.data.codecs import check_categories
 from hf_dpsynth.data.loading import column_values, load_records
 from hf_dpsynth.data.units import check_user_level, group_rows_by_user
@@ -133,7 +132,7 @@ def default_threshold_sigmas(num_cells: int) -> float:
 
 
 @dataclass(frozen=True)
-class DPKeywords:
+class DPKeywords(JsonRelease):
     """The released keywords of each label and their noisy counts (every number a mechanism output).
 
     ``keywords[label]`` (a value of the label ``column``) lists ``(term, noisy_count)`` for the cells above the threshold, largest
@@ -188,15 +187,6 @@ class DPKeywords:
     def from_dict(cls, data: Mapping[str, Any]) -> DPKeywords:
         words = {label: tuple((str(t), float(c)) for t, c in terms) for label, terms in data["keywords"].items()}
         return cls(**{**dict(data), "keywords": words})
-
-    def save(self, path: Any) -> None:
-        """Write the release as JSON, atomically (a stage's saved output is reused, not re-run)."""
-        atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: Any) -> DPKeywords:
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_dict(json.load(fh))
 
 
 def _pre_noise_counts(texts: Sequence[str], label_index: np.ndarray, vocabulary: KeywordVocabulary, k: int,

@@ -15,7 +15,6 @@ information; here it is released only by the Gaussian mechanism and charged to t
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from hf_dpsynth._io import atomic_write_json
+from hf_dpsynth._io import JsonRelease
 from hf_dpsynth.data.codecs import check_categories
 from hf_dpsynth.data.loading import column_values, is_missing, load_records
 from hf_dpsynth.data.tabular import NULL_TOKEN, CategoricalColumn, TabularSchema
@@ -90,7 +89,7 @@ class DPHistogram:
 
 
 @dataclass(frozen=True)
-class DPHistogramRelease:
+class DPHistogramRelease(JsonRelease):
     """The histograms released by one Gaussian mechanism run, and how they were protected.
 
     Everything here is shareable: the counts are mechanism outputs, the rest is public.
@@ -124,15 +123,6 @@ class DPHistogramRelease:
             for k, v in data["histograms"].items()
         }
         return cls(**{**dict(data), "histograms": hists})
-
-    def save(self, path: str) -> None:
-        """Write the release as JSON, atomically (a stage's saved output is reused, not re-run)."""
-        atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str) -> DPHistogramRelease:
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_dict(json.load(fh))
 
 
 def histogram_sensitivity(
