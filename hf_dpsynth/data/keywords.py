@@ -32,6 +32,7 @@ import numpy as np
 from hf_dpsynth._io import JsonRelease
 from hf_dpsynth.data.codecs import check_categories
 from hf_dpsynth.data.loading import column_values, load_records
+from hf_dpsynth.data.statistics import one_gaussian_noise_multiplier
 from hf_dpsynth.data.units import check_user_level, group_rows_by_user
 from hf_dpsynth.errors import DatasetError, InvalidPrivacyParameterError, SchemaError
 from hf_dpsynth.privacy.events import gaussian_event
@@ -270,13 +271,7 @@ def dp_keywords(
     z = default_threshold_sigmas(num_cells) if threshold_sigmas is None else float(threshold_sigmas)
     if not math.isfinite(z) or z < 0:
         raise InvalidPrivacyParameterError(f"threshold_sigmas must be a non-negative number; got {threshold_sigmas!r}.")
-    if noise_multiplier is None:
-        if ledger.stage_plan is None:
-            raise InvalidPrivacyParameterError(
-                f"Pass noise_multiplier=, or plan the ledger with a share for {stage!r}: without either, "
-                "calibration would let the keywords spend the whole remaining budget."
-            )
-        noise_multiplier = ledger.calibrate(stage, sampling_probability=1.0, num_steps=1)
+    noise_multiplier = one_gaussian_noise_multiplier(ledger, stage, noise_multiplier, what="the keywords")
     metadata = {
         "mechanism": "gaussian_keyword_histogram", "k": k, "num_labels": len(labels),
         "vocabulary_size": len(vocabulary), "vocabulary": vocabulary.source + "; assumed public (not derived from "

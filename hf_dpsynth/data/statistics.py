@@ -151,6 +151,19 @@ def histogram_sensitivity(
     return math.sqrt(sum(min(cap, b) for b in bins))
 
 
+def one_gaussian_noise_multiplier(ledger: PrivacyLedger, stage: str, noise_multiplier: float | None, *, what: str) -> float:
+    """σ of a stage that is one Gaussian mechanism: the given one, or the smallest the stage's planned
+    share allows (a plan is then required, else calibration could spend the whole remaining budget)."""
+    if noise_multiplier is not None:
+        return float(noise_multiplier)
+    if ledger.stage_plan is None:
+        raise InvalidPrivacyParameterError(
+            f"Pass noise_multiplier=, or plan the ledger with a share for {stage!r}: without either, "
+            f"calibration would let {what} spend the whole remaining budget."
+        )
+    return ledger.calibrate(stage, sampling_probability=1.0, num_steps=1)
+
+
 def bin_indices(values: Sequence[Any], categories: tuple[str, ...], column: str, nullable: bool) -> np.ndarray:
     """Each value's position in the declared ``categories`` (missing values → ``"missing"`` when
     ``nullable``); an undeclared value is a SchemaError. Shared with the evaluation's binning."""
@@ -259,13 +272,7 @@ def dp_histograms(
         sizes, privacy_unit=unit, contribution=contribution, max_examples_per_user=max_examples_per_user
     )
 
-    if noise_multiplier is None:
-        if ledger.stage_plan is None:
-            raise InvalidPrivacyParameterError(
-                f"Pass noise_multiplier=, or plan the ledger with a share for {stage!r}: without either, "
-                "calibration would let this histogram spend the whole remaining budget."
-            )
-        noise_multiplier = ledger.calibrate(stage, sampling_probability=1.0, num_steps=1)
+    noise_multiplier = one_gaussian_noise_multiplier(ledger, stage, noise_multiplier, what="this histogram")
     event = gaussian_event(noise_multiplier=noise_multiplier)
     metadata = {
         "mechanism": "gaussian_histogram",
