@@ -379,3 +379,18 @@ def test_the_keywords_stage_is_charged_once_reused_and_never_rerun_for_free(tmp_
     with pytest.raises(PrivacyBudgetExceededError, match="keywords"):
         run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
     assert len(PrivacyLedger.load(out / "privacy_ledger.json").charges) == 1
+
+
+def test_user_level_keywords_count_users_and_charge_at_the_user_unit(tmp_path):
+    recipe = load_recipe(REPO / "recipes" / "user_level_text.yaml").with_overrides(
+        model={"name": "tiny"}, data={**TINY["user_level_text"]["data"],
+                                      "prompt_template": "Write a {label} message.{keywords}\n"},
+        privacy={"shares": {"label_histogram": 0.1, "keywords": 0.9}}, keywords={"skip_most_common": 0},
+        generation={"method": "prompted", "num_records": 4, "max_new_tokens": 4}, evaluation={"enabled": False})
+    run_recipe(recipe, output_dir=tmp_path / "run", progress=False, log=lambda _: None)
+    ledger = PrivacyLedger.load(tmp_path / "run" / "privacy_ledger.json")
+    assert [c.stage for c in ledger.charges] == ["label_histogram", "keywords"]
+    keywords = ledger.charges[1]
+    assert ledger.privacy_unit == "user" and ledger.num_units <= 20  # made-up users, not the 80 messages
+    assert keywords.metadata["contribution"] == "k distinct (label, term) pairs per user"
+    assert keywords.metadata["l2_sensitivity"] == pytest.approx(8 ** 0.5)
