@@ -88,10 +88,6 @@ class Scorer:
         return row
 
 
-def _synthetic_texts(data, recipe):
-    return _texts_labels(data, recipe)
-
-
 def _run_recipe(recipe, epsilon, records, workdir):
     from hf_dpsynth.generation import generation_info
     from hf_dpsynth.generation.io import load_synthetic
@@ -107,7 +103,7 @@ def _run_recipe(recipe, epsilon, records, workdir):
 
 def _non_private_keywords(recipe, tokenizer):
     """ε = ∞: the keyword counts without noise or threshold (NOT private: a reference row only)."""
-    from hf_dpsynth.data.keywords import DPKeywords, KeywordVocabulary, _pre_noise_counts
+    from hf_dpsynth.data.keywords import DPKeywords, KeywordVocabulary, _pre_noise_counts, released_keywords
 
     d, kw = recipe.data, recipe.keywords
     _, _, prepared = prepare_recipe_data(recipe)
@@ -115,13 +111,10 @@ def _non_private_keywords(recipe, tokenizer):
     labels = list(d.labels)
     texts = prepared.dataset["completion"]
     index = np.asarray([labels.index(str(v)) for v in prepared.dataset[d.label_column]])
-    counts = _pre_noise_counts(texts, index, vocab, kw.k, None)
-    released = {}
-    for i, label in enumerate(labels):
-        row = counts[i] if i < counts.shape[0] else np.zeros(len(vocab))
-        keep = np.flatnonzero(row > 0)
-        keep = keep[np.argsort(-row[keep], kind="stable")]
-        released[label] = tuple((vocab.terms[j], float(row[j])) for j in keep)
+    counts = np.zeros((len(labels), len(vocab)))
+    exact = _pre_noise_counts(texts, index, vocab, kw.k, None)
+    counts[: exact.shape[0]] = exact
+    released = released_keywords(labels, counts, vocab, 0.0)
     return DPKeywords(stage="keywords", column=d.label_column, keywords=released, k=kw.k, noise_multiplier=0.0,
                       sensitivity=math.sqrt(kw.k), noise_std=0.0, threshold=0.0, vocabulary_size=len(vocab),
                       vocabulary_source=vocab.source + " (NO NOISE: not private)", privacy_unit="example",
@@ -252,7 +245,7 @@ def main(argv=None) -> int:
     chosen, best = None, -1.0
     for name, codec in candidates.items():
         data, _ = _sample(model, tok, codec, base, args.dev_records, seed=100)
-        f1 = dev_scorer.score(*_synthetic_texts(data, base)).get("tfidf_minority_f1")
+        f1 = dev_scorer.score(*_texts_labels(data, base)).get("tfidf_minority_f1")
         print(f"  public prompt candidate {name!r}: dev {minority} F1 {f1:.3f}")
         if f1 is not None and not math.isnan(f1) and f1 > best:
             chosen, best = name, f1
@@ -262,7 +255,7 @@ def main(argv=None) -> int:
     for run in range(args.runs):
         t = time.time()
         data, extra = _sample(model, tok, candidates[chosen], base, args.records, seed=run)
-        runs.append({**scorer.score(*_synthetic_texts(data, base)),
+        runs.append({**scorer.score(*_texts_labels(data, base)),
                      "records": len(data), "epsilon": 0.0, "seconds": time.time() - t, **extra})
     rows[f"public model only ({chosen})"] = _aggregate(runs)
     print(_table(rows))
@@ -281,7 +274,7 @@ def main(argv=None) -> int:
                     extra["epsilon"] = math.inf
                 else:
                     data, extra = _run_recipe(recipe, float(eps), args.records, workdir)
-                runs.append({**scorer.score(*_synthetic_texts(data, recipe)), "records": len(data),
+                runs.append({**scorer.score(*_texts_labels(data, recipe)), "records": len(data),
                              "seconds": time.time() - t, **extra})
             if runs:
                 rows[f"{method} @ ε = {'∞' if eps == 'inf' else eps}"] = _aggregate(runs)

@@ -214,6 +214,18 @@ def _pre_noise_counts(texts: Sequence[str], label_index: np.ndarray, vocabulary:
     return counts
 
 
+def released_keywords(labels: Sequence[str], counts: np.ndarray, vocabulary: KeywordVocabulary,
+                      threshold: float) -> dict[str, tuple[tuple[str, float], ...]]:
+    """Each label's terms whose count is above ``threshold``, largest first (post-processing of the
+    noisy counts; the benchmark's non-private ε = ∞ reference uses it on exact counts)."""
+    released = {}
+    for label, row in zip(labels, counts):
+        keep = np.flatnonzero(row > threshold)
+        keep = keep[np.argsort(-row[keep], kind="stable")]
+        released[label] = tuple((vocabulary.terms[i], float(row[i])) for i in keep)
+    return released
+
+
 def dp_keywords(
     source: Dataset | Any,
     *,
@@ -290,11 +302,7 @@ def dp_keywords(
     noisy = counts + rng.normal(0.0, noise_std, size=counts.shape) if noise_std > 0 else counts.copy()
     del counts
     threshold = z * noise_std
-    released = {}
-    for label, row in zip(labels, noisy):
-        keep = np.flatnonzero(row > threshold)
-        keep = keep[np.argsort(-row[keep], kind="stable")]
-        released[label] = tuple((vocabulary.terms[i], float(row[i])) for i in keep)
+    released = released_keywords(labels, noisy, vocabulary, threshold)
     return DPKeywords(
         stage=stage, column=label_column, keywords=released, k=k, noise_multiplier=float(noise_multiplier), sensitivity=sensitivity,
         noise_std=noise_std, threshold=float(threshold), vocabulary_size=len(vocabulary),
