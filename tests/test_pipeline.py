@@ -149,6 +149,8 @@ def test_an_output_folder_holding_another_run_is_refused(tmp_path):
     [
         ({"trainin": {}}, r"unknown top-level key\(s\) \['trainin'\]; valid keys: \['name', 'data'"),
         ({"training": {"stepz": 3}}, r"unknown key\(s\) \['stepz'\]; valid keys: \['logical_batch_size'"),
+        ({"training": {"activation_cache": "gpu"}}, "training.activation_cache must be one of 'auto', 'memory'"),
+        ({"generation": {"method": "evolution"}}, "generation.method must be one of 'adapter_sampler'"),
         ({"privacy": {"shares": {"label_histogram": 0.5, "training": 0.7}}}, "sum to at most 1"),
         ({"hub": {"repo_id": "not a valid id!!"}}, "not a valid Hub repo id"),
         ({"data": {"modality": "tabular"}}, "needs data.schema"),

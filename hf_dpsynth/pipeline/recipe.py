@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,8 @@ class TrainingSection:
     max_length: int = 64
     per_example_max_grad_norm: float = 1.0
     save_steps: int | None = None
+    # the frozen layers below the lowest LoRA layer run once per example (DPSynthConfig.activation_cache)
+    activation_cache: Literal["auto", "memory", "disk", "off"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ class Recipe:
         # evaluating or auditing a release does not change it; a holdout decides the training units, so it does
         data["evaluation"] = {"holdout": self.evaluation.holdout} if self.evaluation.holdout else {}
         data["audit"] = {}
+        data["training"].pop("activation_cache")  # how fast training runs, not what it computes
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> Recipe:
@@ -229,7 +233,19 @@ def _section(name: str, values: Any) -> Any:
     if unknown:
         raise DPConfigError(f"recipe section {name!r} has unknown key(s) {unknown}; valid keys: {valid}.")
     kwargs = {k: tuple(v) if isinstance(v, list) and k not in ("target_modules",) else v for k, v in values.items()}
+    for key, value in kwargs.items():
+        choices = _choices(cls, key)
+        if choices and value not in choices:
+            raise DPConfigError(f"{name}.{key} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
     return cls(**kwargs)
+
+
+def _choices(cls: type, key: str) -> tuple[Any, ...]:
+    """The values a ``Literal`` field of a recipe section allows (empty for other fields)."""
+    hint = typing.get_type_hints(cls).get(key)
+    options = [hint, *typing.get_args(hint)] if typing.get_origin(hint) is not Literal else [hint]
+    allowed = tuple(v for h in options if typing.get_origin(h) is Literal for v in typing.get_args(h))
+    return allowed + (None,) if allowed and type(None) in typing.get_args(hint) else allowed
 
 
 def _validate(recipe: Recipe) -> None:
