@@ -45,6 +45,10 @@ allocator's peak is shown for information. On CUDA the peak is ``torch.cuda.max_
 (weights included).
 
 Acceptance (issue): DP / non-DP ≤ 1.10 in step time and peak memory.
+
+``--throughput [--recipe R] [--steps S]``: example-gradients per CPU-second of today's trainer and of
+the fast path (frozen-prefix activation cache, loss on target tokens, length-grouped chunks) side by
+side on a recipe's own data and LoRA placement (``benchmarks/training_throughput.py``).
 """
 
 from __future__ import annotations
@@ -873,6 +877,11 @@ def run_driver(
 
 
 def main() -> None:
+    if "--throughput" in sys.argv[1:]:  # the fast path against today's trainer, on a recipe's own work
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from training_throughput import main as throughput
+
+        raise SystemExit(throughput([a for a in sys.argv[1:] if a != "--throughput"]))
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -83,6 +83,7 @@ _FORBIDDEN_NAMES = (
     re.compile(r"^dp_state\.json$"),
     re.compile(r"^canaries.*\.json$"),
     re.compile(r"^trainer_state\.json$"),
+    re.compile(r"^activation-cache-"),  # DPSynthTrainer's on-disk frozen-prefix cache (private hidden states)
 )
 
 
@@ -451,7 +452,7 @@ def check_folder(folder: str | os.PathLike[str]) -> GateReport:
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
         if any(p.match(path.name) for p in _FORBIDDEN_NAMES):
-            report.failures.append(f"{rel}: checkpoints, optimizer/RNG state and saved canaries never leave the machine.")
+            report.failures.append(f"{rel}: checkpoints, optimizer/RNG state, activation caches and saved canaries never leave the machine.")
         elif path.is_file() and path.suffix == ".json" and path.stat().st_size < 50_000_000:
             try:
                 text = path.read_text(encoding="utf-8")

@@ -78,5 +78,6 @@ def recipe_training_config(recipe: Recipe, *, output_dir: str, logical_batch_siz
         output_dir=output_dir, per_example_max_grad_norm=t.per_example_max_grad_norm,
         logical_batch_size=logical_batch_size, per_device_train_batch_size=t.per_device_train_batch_size,
         max_steps=t.max_steps, learning_rate=t.learning_rate, max_length=t.max_length,
+        activation_cache=t.activation_cache,
         use_cpu=not torch.cuda.is_available(), report_to="none", **settings,
     )

@@ -18,7 +18,7 @@ from hf_dpsynth.data.units import PrivacyUnits
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["Chunk", "collate", "plan_chunks", "rank_share"]
+__all__ = ["Chunk", "collate", "packing_order", "plan_chunks", "rank_share", "unit_lengths"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,23 @@ def rank_share(draw: np.ndarray, units: PrivacyUnits, *, rank: int, world_size: 
     sizes = units.sizes()[draw]
     bounds = np.searchsorted(np.cumsum(sizes), np.arange(1, world_size) * sizes.sum() / world_size, side="left")
     return np.split(draw, bounds)[rank] if len(draw) else draw
+
+
+def unit_lengths(examples: TokenizedExamples, units: PrivacyUnits) -> np.ndarray:
+    """Each unit's longest example, in tokens."""
+    lengths = np.fromiter((len(ids) for ids in examples.input_ids), dtype=np.int64, count=len(examples))
+    return np.maximum.reduceat(lengths[units.examples], units.offsets[:-1]) if len(lengths) else lengths
+
+
+def packing_order(share: np.ndarray, lengths: np.ndarray, strategy: str) -> np.ndarray:
+    """A rank's units in the order they are packed into chunks: longest first under
+    ``strategy='group_by_length'`` (chunks of similar lengths, least padding), else as drawn.
+
+    Only the packing changes: each unit's gradient is its own whatever chunk it lands in.
+    """
+    if strategy != "group_by_length" or len(share) < 2:
+        return share
+    return share[np.argsort(-lengths[share], kind="stable")]
 
 
 def plan_chunks(share: np.ndarray, units: PrivacyUnits, chunk_size: int) -> list[Chunk]:

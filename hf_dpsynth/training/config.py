@@ -86,6 +86,23 @@ class DPSynthConfig(TrainingArguments):
                           "guarantee. Default: OS entropy. Never the Trainer's `seed`."},
     )
     dataset_text_field: str = field(default="text", metadata={"help": "The text column to train on."})
+    activation_cache: Literal["auto", "memory", "disk", "off"] = field(
+        default="auto",
+        metadata={"help": "Run the frozen layers below the lowest LoRA layer once per example and keep their output "
+                          "(private: in memory, or an owner-only folder in output_dir deleted after training), and "
+                          "take logits only where a loss is; 'auto': in memory when it fits activation_cache_max_gib, "
+                          "'off': the plain forward pass. Changes no gradient (checked on the first chunk).",
+                  "choices": ["auto", "memory", "disk", "off"]},
+    )
+    activation_cache_max_gib: float = field(
+        default=2.0, metadata={"help": "Largest in-memory activation cache (every training token × hidden size)."}
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={"help": "Order of a Poisson draw's units in its physical chunks: 'group_by_length' (least padding) "
+                          "or 'random' (draw order). The draw itself is always Poisson.",
+                  "choices": ["group_by_length", "random"]},
+    )
     max_length: int = field(default=512, metadata={"help": "Tokens kept per example (longer ones are truncated)."})
 
     # --- Trainer settings whose defaults would break the guarantee ---
@@ -198,6 +215,18 @@ class DPSynthConfig(TrainingArguments):
                     "privacy_unit='user' needs max_examples_per_user= (a positive integer) to bound each user's "
                     f"contribution; got {self.max_examples_per_user!r}."
                 )
+        if self.train_sampling_strategy not in ("group_by_length", "random"):
+            raise DPConfigError(
+                f"train_sampling_strategy={self.train_sampling_strategy!r}: DP-SGD's batches are Poisson draws of "
+                "privacy units (the guarantee assumes it); only their packing into chunks can be chosen: "
+                "'group_by_length' (the default, least padding) or 'random' (draw order)."
+            )
+        if self.activation_cache not in ("auto", "memory", "disk", "off"):
+            raise DPConfigError(
+                f"activation_cache must be 'auto', 'memory', 'disk' or 'off'; got {self.activation_cache!r}."
+            )
+        if not self.activation_cache_max_gib > 0:
+            raise DPConfigError(f"activation_cache_max_gib must be > 0; got {self.activation_cache_max_gib!r}.")
         if self.max_length < 2:
             raise DPConfigError(f"max_length must be at least 2 tokens; got {self.max_length}.")
 

@@ -37,9 +37,10 @@ from hf_dpsynth.data.units import build_privacy_units
 from hf_dpsynth.errors import CheckpointError, DatasetError, DPConfigError, PrivacyBudgetExceededError
 from hf_dpsynth.privacy import PrivacyLedger
 from hf_dpsynth.privacy.ledger import LEDGER_FILE
-from hf_dpsynth.training.batching import collate, plan_chunks, rank_share
+from hf_dpsynth.training.batching import collate, packing_order, plan_chunks, rank_share, unit_lengths
 from hf_dpsynth.training.callbacks import DPProgressCallback, FirstStepCheck, refuse_private_selection
 from hf_dpsynth.training.config import DPSynthConfig, refuse_hub_uploads, unwrap_prepared
+from hf_dpsynth.training.fast_path import FastPath, checked_fast_path, close_fast_path, fast_path_for
 from hf_dpsynth.training.grad_sample import ClippedSum, PerExampleGradients, validate_model, verify_against_autograd
 from hf_dpsynth.training.loss import per_example_causal_lm_loss
 from hf_dpsynth.training.plan import charge_metadata, epsilon_after, make_plan, resolve_ledger, training_event
@@ -48,6 +49,7 @@ from hf_dpsynth.training.run_state import (
     RunState, charged_sigma_of_resumed_run, checkpoint_charge, data_fingerprint, holds_run_charge, new_run_secrets,
     refuse_forgetting_earlier_spend, resumable_run_state, write_run_state,
 )
+from hf_dpsynth.training.sharing import RefuseTrainerSharing
 from hf_dpsynth.training.sampler import PoissonSampler, SecretSeeds, dropout_seed, noise_generator
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,7 +77,7 @@ def _collate_tick(batch: list[int]) -> dict[str, torch.Tensor]:
     return {"dp_step_tick": torch.tensor(batch[0])}
 
 
-class DPSynthTrainer(Trainer):
+class DPSynthTrainer(RefuseTrainerSharing, Trainer):
     """A ``transformers.Trainer`` that fine-tunes LoRA adapters with DP-SGD.
 
     Args:
@@ -183,6 +185,7 @@ class DPSynthTrainer(Trainer):
         if public_units >= n:
             raise DPConfigError(f"public_units={public_units} leaves no private unit among the N = {n} training units.")
         self._data_fingerprint = data_fingerprint(examples, units.offsets)
+        self._unit_lengths = unit_lengths(examples, units)
         self.ledger = resolve_ledger(args, ledger, n - public_units)
         self.plan = make_plan(args, n, len(self._examples), ledger=self.ledger, stage=self._stage,
                               charged_sigma=charged_sigma_of_resumed_run(args.resume_from_checkpoint, self.ledger, self._stage))
@@ -197,6 +200,7 @@ class DPSynthTrainer(Trainer):
         self._seeds: SecretSeeds | None = None
         self._run_id: str | None = None
         self._verify_pending = False
+        self._fast: FastPath | None = None
         self._steps_run: set[int] = set()
         self._epsilon_cache: dict[int, float] = {}
 
@@ -246,10 +250,16 @@ class DPSynthTrainer(Trainer):
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
                 raise CheckpointError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
-        if resume_from_checkpoint:
-            self._restore_run(str(resume_from_checkpoint))
-        else:
-            self._start_run()
+        self._fast = fast_path_for(self.args, self.accelerator.unwrap_model(self.model), self._trainable, self._examples,
+                                   pad_token_id=self._pad_token_id)  # its refusals come before any charge
+        try:
+            if resume_from_checkpoint:
+                self._restore_run(str(resume_from_checkpoint))
+            else:
+                self._start_run()
+        except BaseException:
+            self._close_fast_path()
+            raise
         p = self.plan
         logger.info(
             "DP-SGD: N = %d %ss (public); Poisson q = %.4g (expected logical batch %d); physical chunk "
@@ -265,6 +275,11 @@ class DPSynthTrainer(Trainer):
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         finally:
             self._grads.detach()
+            self._close_fast_path()
+
+    def _close_fast_path(self) -> None:
+        """Forget the activation cache (private): free the memory, delete an on-disk cache folder."""
+        self._fast = close_fast_path(self._fast)
 
     def _start_run(self) -> None:
         """A new run: fresh secret randomness, and the whole schedule charged before step 1."""
@@ -349,6 +364,10 @@ class DPSynthTrainer(Trainer):
                 "input_ids and labels (-100 where no loss is taken)."
             )
         labels = inputs.pop("labels")
+        rows = inputs.pop("dp_rows", None)
+        if self._fast is not None and rows is not None and model.training:
+            per_example = self._fast.per_example_loss(rows.tolist(), inputs, labels)
+            return (per_example.sum(), None) if return_outputs else per_example.sum()
         outputs = model(**inputs)
         per_example = per_example_causal_lm_loss(outputs.logits, labels)
         loss = per_example.sum() if model.training else per_example.mean()
@@ -365,7 +384,9 @@ class DPSynthTrainer(Trainer):
             num_units=self.plan.num_units, sampling_probability=self.plan.sampling_probability, seed=self._seeds.sampling
         ).draw(step)
         chunk_size = self.args.per_device_train_batch_size
-        chunks = plan_chunks(rank_share(draw, self._units, rank=rank, world_size=world), self._units, chunk_size)
+        chunks = plan_chunks(packing_order(rank_share(draw, self._units, rank=rank, world_size=world), self._unit_lengths,
+                                           self.args.train_sampling_strategy),
+                             self._units, chunk_size)
         # Every rank runs as many chunks as the busiest one (the draw is known everywhere): the
         # others pad with fully masked chunks, so per-forward collectives could never hang.
         num_chunks = max(
@@ -382,7 +403,13 @@ class DPSynthTrainer(Trainer):
                     self._padding_chunk(core)
                     continue
                 chunk = chunks[index]
-                inputs = collate(self._examples, chunk.examples.tolist(), pad_token_id=self._pad_token_id)
+                rows = chunk.examples.tolist()
+                inputs = collate(self._examples, rows, pad_token_id=self._pad_token_id)
+                if self._fast is not None and self._verify_pending:  # its losses against the model's own
+                    with self.compute_loss_context_manager():
+                        self._fast = checked_fast_path(self._fast, core, rows, inputs, self.args)
+                if self._fast is not None:
+                    inputs["dp_rows"] = torch.as_tensor(rows)
                 with self._grads.capture(batch_size=len(chunk.examples)):
                     loss_sum += super().training_step(core, inputs)
                 per_example = self._grads.pop()
@@ -467,26 +494,3 @@ class DPSynthTrainer(Trainer):
     def has_trained(self) -> bool:
         """True once this run's training charge is in the ledger (there is a DP adapter to describe)."""
         return self._run_id is not None
-
-    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
-        # The Trainer's card lists hyper-parameters and losses on private data, not the DP guarantee.
-        raise DPConfigError(_SHARING_REFUSAL.format(
-            what="create_model_card()", use="hf_dpsynth.hub.write_trainer_adapter_card(trainer, finetuned_from=...)",
-            why="its card lists hyper-parameters and losses on private data, not the DP guarantee"))
-
-    def push_to_hub(self, *args: Any, **kwargs: Any) -> None:
-        # The inherited push uploads output_dir (owner-only reports, checkpoints with secret seeds).
-        raise DPConfigError(_SHARING_REFUSAL.format(
-            what="push_to_hub()", use="hf_dpsynth.hub.push_trainer_adapter(trainer, repo_id=..., finetuned_from=...)",
-            why="the inherited push uploads output_dir (owner-only reports, checkpoints holding the run's secret seeds)"))
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        # The Trainer's checkpoint push (args.push_to_hub set during training) would upload secret seeds.
-        refuse_hub_uploads(self.args)
-
-
-_SHARING_REFUSAL = (
-    "DPSynthTrainer.{what} is not available: {why}. The trainer does not publish; the Hub paths with the "
-    "release gates and the DP adapter card are in hf_dpsynth.hub: use {use}."
-)
-

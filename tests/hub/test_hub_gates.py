@@ -113,7 +113,7 @@ def test_gates_compare_record_bodies_not_the_public_prompt():
 @pytest.mark.parametrize(
     "name",
     ["checkpoint-10/adapter_model.safetensors", "optimizer.pt", "rng_state_0.pth", "training_args.bin",
-     "dp_state.json", "canaries.json", "scheduler.pt"],
+     "dp_state.json", "canaries.json", "scheduler.pt", "activation-cache-k2f9/hidden.bin"],
 )
 def test_folders_with_checkpoints_or_secret_state_are_refused(tmp_path, name):
     (tmp_path / "adapter_model.safetensors").write_bytes(b"weights")
