@@ -150,6 +150,8 @@ def test_an_output_folder_holding_another_run_is_refused(tmp_path):
         ({"trainin": {}}, r"unknown top-level key\(s\) \['trainin'\]; valid keys: \['name', 'data'"),
         ({"training": {"stepz": 3}}, r"unknown key\(s\) \['stepz'\]; valid keys: \['logical_batch_size'"),
         ({"training": {"activation_cache": "gpu"}}, "training.activation_cache must be one of 'auto', 'memory'"),
+        ({"privacy": {"configurations_tried": 0}}, "configurations_tried must be a positive integer"),
+        ({"privacy": {"configurations_tried": 4}}, "say on what data they were compared in privacy.chosen_on"),
         ({"generation": {"method": "evolution"}}, "generation.method must be one of 'adapter_sampler'"),
         ({"privacy": {"shares": {"label_histogram": 0.5, "training": 0.7}}}, "sum to at most 1"),
         ({"hub": {"repo_id": "not a valid id!!"}}, "not a valid Hub repo id"),
@@ -353,6 +355,7 @@ def test_the_keywords_stage_is_charged_once_reused_and_never_rerun_for_free(tmp_
 
     recipe = load_recipe(REPO / "recipes" / "sms_spam_keywords.yaml").with_overrides(
         model={"name": "tiny"}, evaluation={"enabled": False}, **TINY["sms_spam_keywords"])
+    recipe = recipe.with_overrides(privacy={"configurations_tried": 3, "chosen_on": "a dev split of the training data"})
     out = tmp_path / "run"
     prompts = []
     original = adapter_sampler.AdapterSynthesizer._generate_batch
@@ -362,9 +365,26 @@ def test_the_keywords_stage_is_charged_once_reused_and_never_rerun_for_free(tmp_
         return original(self, batch, pad, device, words)
 
     monkeypatch.setattr(adapter_sampler.AdapterSynthesizer, "_generate_batch", record)
+    from hf_dpsynth.data import keywords as keywords_module
+
+    seeds = []
+    release = keywords_module.dp_keywords
+
+    def watched(*args, **kwargs):
+        seeds.append(kwargs.get("seed"))
+        return release(*args, **kwargs)
+
+    monkeypatch.setattr(keywords_module, "dp_keywords", watched)
     run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    assert seeds == [None]  # the noise comes from OS entropy: a recipe never fixes it (row 27)
     ledger = PrivacyLedger.load(out / "privacy_ledger.json")
     assert [c.stage for c in ledger.charges] == ["keywords"]
+    def keys(node):
+        if isinstance(node, dict):
+            return [*node, *(k for v in node.values() for k in keys(v))]
+        return [k for v in node for k in keys(v)] if isinstance(node, list) else []
+
+    assert not [k for k in keys(json.loads((out / "keywords.json").read_text())) if "seed" in k.lower()]
     assert ledger.charges[0].metadata["mechanism"] == "gaussian_keyword_histogram"
     released = json.loads((out / "keywords.json").read_text())
     words = {t for terms in released["keywords"].values() for t, _ in terms}
@@ -373,6 +393,8 @@ def test_the_keywords_stage_is_charged_once_reused_and_never_rerun_for_free(tmp_
     card = (out / "README.md").read_text()
     assert "gaussian_keyword_histogram" in card and "DP keywords per label" in card
     assert "declared public weights label: ham 1, spam 1 (not the data's proportions)" in card
+    assert ("chosen among 3 configurations compared on a dev split of the training data. Only this run is "
+            "accounted") in " ".join(card.split())
     # Rerun: reused with its charge, nothing new.
     summary = run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
     assert "keywords" in summary.reused and len(PrivacyLedger.load(out / "privacy_ledger.json").charges) == 1

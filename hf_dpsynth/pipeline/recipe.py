@@ -64,6 +64,10 @@ class PrivacySection:
     max_examples_per_user: int | None = None
     accountant: Literal["pld", "rdp"] | None = None
     shares: Mapping[str, float] = field(default_factory=lambda: {"label_histogram": 0.05, "training": 0.95})
+    # Declared selection (public): how many configurations (prompts, hyper-parameters) were scored before
+    # this one was chosen, and on what data. Only this run is accounted; the cards say so (row 29).
+    configurations_tried: int = 1
+    chosen_on: str | None = None  # e.g. "a dev split of the training data", "public data"
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,8 @@ class Recipe:
         data["evaluation"] = {"holdout": self.evaluation.holdout} if self.evaluation.holdout else {}
         data["audit"] = {}
         data["training"].pop("activation_cache")  # how fast training runs, not what it computes
+        for key in ("configurations_tried", "chosen_on"):  # what the cards declare, not what the run computes
+            data["privacy"].pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_overrides(self, **sections: Mapping[str, Any]) -> Recipe:
@@ -265,6 +271,13 @@ def _validate(recipe: Recipe) -> None:
         if "training" in shares:
             raise DPConfigError("generation.method prompted samples the base model (no training): remove the "
                                 "privacy.shares entry 'training', or use generation.method adapter_sampler.")
+    p = recipe.privacy
+    if isinstance(p.configurations_tried, bool) or not isinstance(p.configurations_tried, int) or p.configurations_tried < 1:
+        raise DPConfigError(f"privacy.configurations_tried must be a positive integer (1: this configuration only); "
+                            f"got {p.configurations_tried!r}.")
+    if p.configurations_tried > 1 and not (isinstance(p.chosen_on, str) and p.chosen_on.strip()):
+        raise DPConfigError(f"privacy.configurations_tried is {p.configurations_tried}: say on what data they were "
+                            "compared in privacy.chosen_on (e.g. \"a dev split of the training data\", \"public data\").")
     g = recipe.generation
     if g.label_distribution == "uniform" and "label_histogram" in shares:
         raise DPConfigError("generation.label_distribution uniform draws every label equally often and never reads the "

@@ -165,6 +165,16 @@ def release_owner_checks(recipe: Recipe) -> list[str]:
     return [VERBATIM_OWNER_CHECK] + ([CANARY_OWNER_CHECK] if "audit" in recipe.privacy.shares else [])
 
 
+def selection_notes(recipe: Recipe) -> list[str]:
+    """The cards' statement of the recipe's declared selection (``privacy.configurations_tried``)."""
+    p = recipe.privacy
+    if p.configurations_tried <= 1:
+        return []
+    return [f"This recipe's settings were chosen among {p.configurations_tried} configurations compared on "
+            f"{p.chosen_on.strip().rstrip('.')}. Only this run is accounted: the runs it was chosen from are outside "
+            "the guarantee (a choice made on private data reveals something about it)."]
+
+
 def _cards(ctx: RunContext) -> None:
     """The DP dataset card (``README.md``) and, for adapter recipes, the adapter card; with
     ``include_owner_only`` also their owner-only renders (:data:`~hf_dpsynth.pipeline.folder.OWNER_CARDS`)."""
@@ -175,6 +185,7 @@ def _cards(ctx: RunContext) -> None:
     recipe, folder, synthetic, audit = ctx.recipe, ctx.folder, ctx.synthetic, ctx.audit
     base = None if recipe.model.name in ("default", DEFAULT_MODEL_NAME) else recipe.model.name
     common = {"ledger_report": ctx.ledger, "metrics": ctx.metrics, "audit": audit, "outputs": ctx.outputs,
+              "notes": selection_notes(recipe),
               "refuted_audit_override": bool(audit is not None and audit.refuted and recipe.audit.publish_if_refuted)}
     written = []
     for owner in (False, True) if ctx.include_owner_only else (False,):
