@@ -418,3 +418,49 @@ def test_user_level_keywords_count_users_and_charge_at_the_user_unit(tmp_path):
     assert ledger.privacy_unit == "user" and ledger.num_units <= 20  # made-up users, not the 80 messages
     assert keywords.metadata["contribution"] == "k distinct (label, term) pairs per user"
     assert keywords.metadata["l2_sensitivity"] == pytest.approx(8 ** 0.5)
+
+
+def test_one_adapter_per_label_is_trained_with_dp_counts_charged_once_and_samples_each_label_with_its_own(
+        tmp_path, monkeypatch):
+    from hf_dpsynth.data.statistics import DPHistogramRelease
+    from hf_dpsynth.generation import adapter_sampler
+    from hf_dpsynth.training import trainer as trainer_module
+
+    recipe = load_recipe(REPO / "recipes" / "sms_spam_text.yaml").with_overrides(
+        model={"name": "tiny"}, evaluation={"enabled": False}, lora={"per_label": True}, **TINY["sms_spam_text"])
+    out = tmp_path / "run"
+    seen_counts, sampled = [], []
+    init = trainer_module.DPSynthTrainer.__init__
+
+    def watched_init(self, *args, **kwargs):
+        seen_counts.append(dict(kwargs["args"].label_counts))
+        init(self, *args, **kwargs)
+
+    original = adapter_sampler.AdapterSynthesizer._generate_batch
+
+    crash = [True]
+
+    def record(self, batch, pad, device, words):
+        if crash.pop() if crash else False:
+            raise RuntimeError("crash while sampling")  # after training: the adapters are saved, not the records
+        sampled.append((self.model.active_adapter, [p for p in batch]))
+        return original(self, batch, pad, device, words)
+
+    monkeypatch.setattr(trainer_module.DPSynthTrainer, "__init__", watched_init)
+    monkeypatch.setattr(adapter_sampler.AdapterSynthesizer, "_generate_batch", record)
+    with pytest.raises(RuntimeError, match="crash while sampling"):
+        run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    # The rerun loads both saved label adapters (nothing trained or charged again) and samples with them.
+    summary = run_recipe(recipe, output_dir=out, progress=False, log=lambda _: None)
+    assert "training" in summary.reused and len(seen_counts) == 1
+    released = DPHistogramRelease.load(out / "label_histogram.json")["label"]
+    assert seen_counts == [dict(zip(released.categories, released.noisy_counts))]  # the DP counts, never the real ones
+    ledger = PrivacyLedger.load(out / "privacy_ledger.json")
+    assert [c.stage for c in ledger.charges] == ["label_histogram", "training"]  # one training charge for both labels
+    assert ledger.charges[1].metadata["adapters"].startswith("one per 'label' label (2: ham, spam)")  # on the cards
+    assert {a for a, _ in sampled} == {"label_0", "label_1"}
+    for adapter, prompts in sampled:  # every batch is one label's, sampled with that label's adapter
+        label = "ham" if adapter == "label_0" else "spam"
+        assert all(f"Write one {label} SMS" in p for p in prompts)
+    adapters = next(p for p in out.rglob("label_1") if (p / "adapter_model.safetensors").is_file()).parent
+    assert (adapters / "label_0" / "adapter_model.safetensors").is_file()

@@ -109,6 +109,11 @@ class RunContext:
         g, kw = self.recipe.generation, self.recipe.keywords
         options = {"conditioning": self.conditioning(), "batch_size": g.batch_size, "max_new_tokens": g.max_new_tokens,
                    "temperature": g.temperature, "top_p": g.top_p}
+        if self.recipe.lora.per_label and g.method == "adapter_sampler":
+            from hf_dpsynth.training.per_label import adapter_name
+
+            d = self.recipe.data
+            options["label_adapters"] = (d.label_column, {label: adapter_name(i) for i, label in enumerate(d.labels)})
         if keywords and self.keywords is not None:
             options.update(keywords=self.keywords, keywords_per_record=kw.per_record, keyword_bias=kw.bias,
                            keyword_weighting=kw.weighting)

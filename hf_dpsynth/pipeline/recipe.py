@@ -81,6 +81,9 @@ class LoraSection:
     alpha: int = 16
     top_layers: int | None = 4
     target_modules: Any = "all-linear"
+    # one adapter per declared label, each trained on its label's records in one DP-SGD run (example level;
+    # needs a label_histogram share: each adapter's update is divided by q·ñ_ℓ with the DP count)
+    per_label: bool = False
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,18 @@ def _validate(recipe: Recipe) -> None:
         if "training" in shares:
             raise DPConfigError("generation.method prompted samples the base model (no training): remove the "
                                 "privacy.shares entry 'training', or use generation.method adapter_sampler.")
+    if recipe.lora.per_label is not False:
+        if recipe.lora.per_label is not True:
+            raise DPConfigError(f"lora.per_label must be true or false; got {recipe.lora.per_label!r}.")
+        d = recipe.data
+        if recipe.generation.method != "adapter_sampler" or not (d.label_column and d.labels):
+            raise DPConfigError("lora.per_label trains one adapter per label for generation.method adapter_sampler: "
+                                "declare data.label_column and data.labels.")
+        if "label_histogram" not in shares:
+            raise DPConfigError("lora.per_label divides each label adapter's noisy gradient by q times the label's DP "
+                                "count: give privacy.shares a 'label_histogram' entry.")
+        if recipe.privacy.unit != "example":
+            raise DPConfigError("lora.per_label is example-level only: a user may hold records of several labels.")
     p = recipe.privacy
     if isinstance(p.configurations_tried, bool) or not isinstance(p.configurations_tried, int) or p.configurations_tried < 1:
         raise DPConfigError(f"privacy.configurations_tried must be a positive integer (1: this configuration only); "

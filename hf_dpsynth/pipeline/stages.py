@@ -182,10 +182,10 @@ def _is_adapter(recipe: Recipe) -> bool:
 
 def _training(ctx: RunContext) -> None:
     """DP-SGD LoRA fine-tuning (charged for its whole schedule before step 1), resumable from checkpoints."""
-    from peft import PeftModel
     from transformers.trainer_utils import get_last_checkpoint
 
     from hf_dpsynth.training import DPSynthTrainer
+    from hf_dpsynth.training.per_label import load_adapters
 
     out, adapter = ctx.folder.root, ctx.folder.adapter
     if ctx.state.done("generation") or not ctx.allow_charges:
@@ -199,15 +199,20 @@ def _training(ctx: RunContext) -> None:
     if adapter.is_dir() and ctx.state.done("training"):
         ctx.reuse(adapter)
         ctx.reused.append("training")
-        ctx.adapter_model = PeftModel.from_pretrained(model, str(adapter))
+        ctx.adapter_model = load_adapters(model, adapter, len(ctx.recipe.data.labels) if ctx.recipe.lora.per_label else 0)
         ctx.outputs["training"] = ["DP LoRA adapter"]
         return
     t, prepared = ctx.recipe.training, ctx.prepared
     checkpoint = get_last_checkpoint(str(out)) if out.is_dir() else None
     if checkpoint:
         ctx.log(f"    resuming from {Path(checkpoint).name}")
+    per_label = {}
+    if ctx.recipe.lora.per_label:  # one adapter per label, each divided by q times its DP count (never the real one)
+        d, labels = ctx.recipe.data, ctx.labels
+        per_label = {"adapter_per_label": d.label_column,
+                     "label_counts": {v: labels.noisy_counts[labels.categories.index(v)] for v in d.labels}}
     args = recipe_training_config(
-        ctx.recipe, output_dir=str(out), logical_batch_size=min(t.logical_batch_size, prepared.num_units),
+        ctx.recipe, output_dir=str(out), logical_batch_size=min(t.logical_batch_size, prepared.num_units), **per_label,
         logging_steps=max(1, t.max_steps // 4),
         save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500,
         disable_tqdm=False, resume_from_checkpoint=checkpoint, **prepared.training_kwargs(),

@@ -1,5 +1,5 @@
-"""Callbacks of ``DPSynthTrainer``: the progress bar with ε, the first-step check, and the refusal of
-callbacks that select by private metrics.
+"""Callbacks of ``DPSynthTrainer``: the progress bar with ε, the first-step check, the refusal of
+callbacks that select by private metrics, and the checks of the trainer's own arguments.
 
 Privacy: :func:`refuse_private_selection` keeps early stopping out (choosing when to stop by a
 metric on private evaluation data is not DP, and the whole schedule is charged anyway);
@@ -16,7 +16,7 @@ import torch
 from transformers import EarlyStoppingCallback, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from hf_dpsynth.errors import DPConfigError, UnsupportedModelError
+from hf_dpsynth.errors import DatasetError, DPConfigError, UnsupportedModelError
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import Trainer
@@ -96,3 +96,49 @@ def _frozen_checksum(model: torch.nn.Module) -> tuple[list[tuple[int, int]], lis
     # fp64 sum: writes through `.data` bypass the version counter. No copy of the weights is kept.
     frozen = [p for p in model.parameters() if not p.requires_grad]
     return [(p.data_ptr(), p._version) for p in frozen], [float(torch.sum(p.detach(), dtype=torch.float64)) for p in frozen]
+
+
+def check_trainer_arguments(args: Any, processing_class: Any, train_dataset: Any, kwargs: dict, *, ledger_stage: str) -> None:
+    """Refuse the ``DPSynthTrainer`` arguments that would break DP or that it does not support, before anything runs."""
+    from hf_dpsynth.training.config import DPSynthConfig, refuse_hub_uploads
+
+    if not isinstance(args, DPSynthConfig):
+        raise DPConfigError(
+            f"args must be a DPSynthConfig (it turns off the Trainer settings that break DP); got {type(args).__name__}."
+        )
+    if processing_class is None:
+        raise DPConfigError("processing_class= (the tokenizer) is required to tokenise the training data.")
+    if kwargs.get("model_init") is not None:
+        raise DPConfigError("model_init= is not supported: pass the model itself.")
+    if kwargs.get("compute_loss_func") is not None:
+        raise DPConfigError(
+            "compute_loss_func= is not supported: DP training needs each example's loss normalised by its "
+            "own tokens only, which DPSynthTrainer computes itself."
+        )
+    for callback in kwargs.get("callbacks") or ():
+        refuse_private_selection(callback)
+    if train_dataset is None:
+        raise DatasetError("train_dataset= is required.")
+    if ledger_stage not in ("training", "audit"):
+        raise DPConfigError(
+            f"ledger_stage must be 'training' or 'audit' (an audit run charged to the release ledger); got {ledger_stage!r}."
+        )
+    refuse_hub_uploads(args)  # set on the config after it was built: Trainer.__init__ would create the repo
+    if args.n_gpu > 1:
+        raise DPConfigError(
+            f"{args.n_gpu} GPUs in one process (DataParallel) would average per-device losses; launch one "
+            "process per device with `accelerate launch` or `torchrun` instead."
+        )
+    if args.adapter_per_label and args.world_size > 1:
+        raise DPConfigError("adapter_per_label runs in one process for now: launch it without torchrun/accelerate.")
+
+
+def check_public_units(public_units: Any, *, ledger_stage: str, has_ledger: bool) -> None:
+    """``public_units`` (canaries among the training units) is for an audit run charged to a release ledger."""
+    if isinstance(public_units, bool) or not isinstance(public_units, int) or public_units < 0:
+        raise DPConfigError(f"public_units must be a non-negative integer; got {public_units!r}.")
+    if public_units and (ledger_stage != "audit" or not has_ledger):
+        raise DPConfigError(
+            "public_units= (canaries among the training units) is for an audit run charged to a release ledger: "
+            "pass ledger= and ledger_stage='audit'."
+        )

@@ -97,6 +97,16 @@ class DPSynthConfig(TrainingArguments):
     activation_cache_max_gib: float = field(
         default=2.0, metadata={"help": "Largest in-memory activation cache (every training token × hidden size)."}
     )
+    adapter_per_label: str | None = field(
+        default=None,
+        metadata={"help": "A label column: train one LoRA adapter per label on that label's examples, in one DP-SGD "
+                          "run charged once (example level only). Needs label_counts."},
+    )
+    label_counts: dict | None = field(
+        default=None,
+        metadata={"help": "With adapter_per_label: each declared label's DP count (from a DP label histogram on the "
+                          "same ledger), never the real one; adapter ℓ's noisy sum is divided by q·count."},
+    )
     train_sampling_strategy: str = field(
         default="group_by_length",
         metadata={"help": "Order of a Poisson draw's units in its physical chunks: 'group_by_length' (least padding) "
@@ -221,6 +231,18 @@ class DPSynthConfig(TrainingArguments):
                 "privacy units (the guarantee assumes it); only their packing into chunks can be chosen: "
                 "'group_by_length' (the default, least padding) or 'random' (draw order)."
             )
+        if hasattr(self.label_counts, "categories") and hasattr(self.label_counts, "noisy_counts"):  # a DPHistogram
+            self.label_counts = dict(zip(self.label_counts.categories, map(float, self.label_counts.noisy_counts)))
+        if self.adapter_per_label and self.privacy_unit != "example":
+            raise DPConfigError(
+                "adapter_per_label is example-level only: a user may hold examples of several labels, whose adapters "
+                "would then all move with that one user (the sensitivity would be C times the labels). Use "
+                "privacy_unit='example', or one adapter for all labels."
+            )
+        if self.adapter_per_label and self.label_counts is None:
+            raise DPConfigError("adapter_per_label needs label_counts= (each label's DP count, from a DP histogram).")
+        if self.label_counts is not None and not self.adapter_per_label:
+            raise DPConfigError("label_counts= is read only with adapter_per_label= (the label column).")
         if self.activation_cache not in ("auto", "memory", "disk", "off"):
             raise DPConfigError(
                 f"activation_cache must be 'auto', 'memory', 'disk' or 'off'; got {self.activation_cache!r}."

@@ -38,11 +38,14 @@ from hf_dpsynth.errors import CheckpointError, DatasetError, DPConfigError, Priv
 from hf_dpsynth.privacy import PrivacyLedger
 from hf_dpsynth.privacy.ledger import LEDGER_FILE
 from hf_dpsynth.training.batching import collate, packing_order, plan_chunks, rank_share, unit_lengths
-from hf_dpsynth.training.callbacks import DPProgressCallback, FirstStepCheck, refuse_private_selection
+from hf_dpsynth.training.callbacks import (
+    DPProgressCallback, FirstStepCheck, check_public_units, check_trainer_arguments, refuse_private_selection,
+)
 from hf_dpsynth.training.config import DPSynthConfig, refuse_hub_uploads, unwrap_prepared
 from hf_dpsynth.training.fast_path import FastPath, checked_fast_path, close_fast_path, fast_path_for
 from hf_dpsynth.training.grad_sample import ClippedSum, PerExampleGradients, validate_model, verify_against_autograd
 from hf_dpsynth.training.loss import per_example_causal_lm_loss
+from hf_dpsynth.training.per_label import LabelAdapters, check_label_counts, make_label_adapters, param_groups, unit_labels
 from hf_dpsynth.training.plan import charge_metadata, epsilon_after, make_plan, resolve_ledger, training_event
 from hf_dpsynth.training.report import TrainingPrivacyReport, build_privacy_report
 from hf_dpsynth.training.run_state import (
@@ -115,44 +118,16 @@ class DPSynthTrainer(RefuseTrainerSharing, Trainer):
         public_units: int = 0,
         **kwargs: Any,
     ):
-        if not isinstance(args, DPSynthConfig):
-            raise DPConfigError(
-                f"args must be a DPSynthConfig (it turns off the Trainer settings that break DP); got {type(args).__name__}."
-            )
-        if processing_class is None:
-            raise DPConfigError("processing_class= (the tokenizer) is required to tokenise the training data.")
-        if kwargs.get("model_init") is not None:
-            raise DPConfigError("model_init= is not supported: pass the model itself.")
-        if kwargs.get("compute_loss_func") is not None:
-            raise DPConfigError(
-                "compute_loss_func= is not supported: DP training needs each example's loss normalised by its "
-                "own tokens only, which DPSynthTrainer computes itself."
-            )
-        for callback in kwargs.get("callbacks") or ():
-            refuse_private_selection(callback)
-        if train_dataset is None:
-            raise DatasetError("train_dataset= is required.")
-        if ledger_stage not in (STAGE, "audit"):
-            raise DPConfigError(
-                f"ledger_stage must be 'training' or 'audit' (an audit run charged to the release ledger); got {ledger_stage!r}."
-            )
-        refuse_hub_uploads(args)  # set on the config after it was built: Trainer.__init__ would create the repo
+        check_trainer_arguments(args, processing_class, train_dataset, kwargs, ledger_stage=ledger_stage)
         self._stage = ledger_stage
-        if isinstance(public_units, bool) or not isinstance(public_units, int) or public_units < 0:
-            raise DPConfigError(f"public_units must be a non-negative integer; got {public_units!r}.")
-        if public_units and (ledger_stage != "audit" or ledger is None):
-            raise DPConfigError(
-                "public_units= (canaries among the training units) is for an audit run charged to a release ledger: "
-                "pass ledger= and ledger_stage='audit'."
-            )
+        check_public_units(public_units, ledger_stage=ledger_stage, has_ledger=ledger is not None)
         self._public_units = public_units
         train_dataset = unwrap_prepared(train_dataset, args)
-        if args.n_gpu > 1:
-            raise DPConfigError(
-                f"{args.n_gpu} GPUs in one process (DataParallel) would average per-device losses; launch one "
-                "process per device with `accelerate launch` or `torchrun` instead."
-            )
-        model = self._apply_peft(model, peft_config, seed=args.seed)
+        counts = check_label_counts(args.label_counts) if args.adapter_per_label else None
+        if counts is not None:
+            model = make_label_adapters(model, peft_config, counts, seed=args.seed)
+        else:
+            model = self._apply_peft(model, peft_config, seed=args.seed)
         self._trainable = validate_model(model)
         self._grads = PerExampleGradients(self._trainable)
 
@@ -164,6 +139,9 @@ class DPSynthTrainer(RefuseTrainerSharing, Trainer):
             max_examples_per_user=args.max_examples_per_user,
         )
         self._units = units
+        self._labels = None if counts is None else LabelAdapters(
+            tuple(counts), tuple(counts.values()), unit_labels(train_dataset, args.adapter_per_label, kept_rows, units, list(counts)))
+        self._params_of = param_groups(self._trainable, self._labels)
         self._examples = examples = tokenize_dataset(
             train_dataset,
             processing_class,
@@ -299,7 +277,8 @@ class DPSynthTrainer(RefuseTrainerSharing, Trainer):
             training_event(self.plan),
             privacy_unit=self.plan.privacy_unit,
             num_units=self.plan.num_units - self._public_units,
-            metadata=charge_metadata(self.plan, run_id=self._run_id, public_units=self._public_units),
+            metadata={**charge_metadata(self.plan, run_id=self._run_id, public_units=self._public_units),
+                      **(self._labels.card_parameters(self.args.adapter_per_label) if self._labels is not None else {})},
         )
         self._adopt_ledger_accountant()
 
@@ -338,6 +317,11 @@ class DPSynthTrainer(RefuseTrainerSharing, Trainer):
                 self._bind_ledger()
             else:
                 self._charge_training()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+        if self._labels is not None:  # the Trainer reloads every label adapter, trainable only the active one
+            self._labels.keep_trainable(self.model if model is None else model)
 
     def _save_checkpoint(self, model, trial):
         # The run's secrets and the ledger go into every checkpoint, before the Trainer's own files
@@ -383,55 +367,64 @@ class DPSynthTrainer(RefuseTrainerSharing, Trainer):
         draw = PoissonSampler(
             num_units=self.plan.num_units, sampling_probability=self.plan.sampling_probability, seed=self._seeds.sampling
         ).draw(step)
-        chunk_size = self.args.per_device_train_batch_size
-        chunks = plan_chunks(packing_order(rank_share(draw, self._units, rank=rank, world_size=world), self._unit_lengths,
-                                           self.args.train_sampling_strategy),
-                             self._units, chunk_size)
+        chunk_size, strategy = self.args.per_device_train_batch_size, self.args.train_sampling_strategy
+        share = rank_share(draw, self._units, rank=rank, world_size=world)
+        # One group of units per adapter: all of them, or each label's (adapter_per_label).
+        groups = self._labels.groups(share) if self._labels is not None else [(None, share)]
+        planned = [(g, plan_chunks(packing_order(units, self._unit_lengths, strategy), self._units, chunk_size))
+                   for g, units in groups]
         # Every rank runs as many chunks as the busiest one (the draw is known everywhere): the
         # others pad with fully masked chunks, so per-forward collectives could never hang.
         num_chunks = max(
             len(plan_chunks(rank_share(draw, self._units, rank=r, world_size=world), self._units, chunk_size))
             for r in range(world)
-        ) if world > 1 else len(chunks)
-        params = [t.param for t in self._trainable]
-        clipped = ClippedSum(params, per_example_max_grad_norm=self.plan.per_example_max_grad_norm)
-        clipped.reset()
+        ) if world > 1 else None
+        sums = {g: ClippedSum(self._params_of[g], per_example_max_grad_norm=self.plan.per_example_max_grad_norm)
+                for g, _ in planned}
         loss_sum = torch.zeros((), device=self.args.device)
         with self._secret_torch_rng(step):  # dropout masks drawn from the run's secret randomness
-            for index in range(num_chunks):
-                if index >= len(chunks):
-                    self._padding_chunk(core)
-                    continue
-                chunk = chunks[index]
-                rows = chunk.examples.tolist()
-                inputs = collate(self._examples, rows, pad_token_id=self._pad_token_id)
-                if self._fast is not None and self._verify_pending:  # its losses against the model's own
-                    with self.compute_loss_context_manager():
-                        self._fast = checked_fast_path(self._fast, core, rows, inputs, self.args)
-                if self._fast is not None:
-                    inputs["dp_rows"] = torch.as_tensor(rows)
-                with self._grads.capture(batch_size=len(chunk.examples)):
-                    loss_sum += super().training_step(core, inputs)
-                per_example = self._grads.pop()
-                if self._verify_pending:
-                    self._verify_pending = False
-                    verify_against_autograd(self._trainable, per_example, low_precision=self.args.bf16)
-                clipped.accumulate(
-                    per_example,
-                    unit_slots=torch.as_tensor(chunk.unit_slots),
-                    units=chunk.units.tolist(),
-                    completes=chunk.completes.tolist(),
-                )
-                del per_example  # free this chunk's per-example gradients before the next forward
+            for g, chunks in planned:
+                if g is not None:
+                    self._labels.activate(core, g)
+                sums[g].reset()
+                for index in range(num_chunks or len(chunks)):
+                    if index >= len(chunks):
+                        self._padding_chunk(core)
+                    else:
+                        loss_sum += self._chunk(core, chunks[index], sums[g])
         generator = None
         if rank == 0 and self.plan.noise_multiplier > 0:
-            generator = noise_generator(self._seeds.noise, step, device=params[0].device)
-        clipped.add_noise(noise_multiplier=self.plan.noise_multiplier, generator=generator)
+            generator = noise_generator(self._seeds.noise, step, device=self._trainable[0].param.device)
         reduce = (lambda t: self.accelerator.reduce(t, reduction="sum")) if world > 1 else None
-        for p, g in zip(params, clipped.finish(expected_batch_size=self.plan.expected_batch_size, all_reduce=reduce)):
-            p.grad = g.to(p.dtype)  # replaces whatever autograd accumulated
+        for g, clipped in sums.items():  # every adapter gets its noise, drawn for units or not
+            clipped.add_noise(noise_multiplier=self.plan.noise_multiplier, generator=generator)
+            divisor = self.plan.expected_batch_size if g is None else \
+                self._labels.expected_batch_size(g, self.plan.sampling_probability)  # q·ñ_ℓ, the DP count
+            for p, grad in zip(clipped.params, clipped.finish(expected_batch_size=divisor, all_reduce=reduce)):
+                p.grad = grad.to(p.dtype)  # replaces whatever autograd accumulated
+        if self._labels is not None:
+            self._labels.keep_trainable(core)
         # Logged loss (not private): the mean per-example loss of this rank's share of the draw.
-        return loss_sum / max(1, sum(len(c.examples) for c in chunks))
+        return loss_sum / max(1, sum(len(c.examples) for _, chunks in planned for c in chunks))
+
+    def _chunk(self, core: torch.nn.Module, chunk: Any, clipped: ClippedSum) -> torch.Tensor:
+        """Forward and backward of one physical chunk; its units' clipped gradients added to ``clipped``."""
+        rows = chunk.examples.tolist()
+        inputs = collate(self._examples, rows, pad_token_id=self._pad_token_id)
+        if self._fast is not None and self._verify_pending:  # its losses against the model's own
+            with self.compute_loss_context_manager():
+                self._fast = checked_fast_path(self._fast, core, rows, inputs, self.args)
+        if self._fast is not None:
+            inputs["dp_rows"] = torch.as_tensor(rows)
+        with self._grads.capture(batch_size=len(rows)):
+            loss = super().training_step(core, inputs)
+        per_example = self._grads.pop()
+        if self._verify_pending:
+            self._verify_pending = False
+            verify_against_autograd(self._trainable, per_example, low_precision=self.args.bf16)
+        clipped.accumulate(per_example, unit_slots=torch.as_tensor(chunk.unit_slots), units=chunk.units.tolist(),
+                           completes=chunk.completes.tolist())
+        return loss
 
     def _claim_step(self, step: int) -> None:
         """Refuse to take a step beyond the charged schedule, or to take one step of this run twice."""

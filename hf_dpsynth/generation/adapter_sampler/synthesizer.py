@@ -60,6 +60,9 @@ class AdapterSynthesizer(Synthesizer):
             base model alone (no training) as well as with a DP adapter.
         keyword_bias: the logit added to the first token of each prompt keyword until it is used
             (:class:`~hf_dpsynth.generation.adapter_sampler.keyword_bias.KeywordBias`; 0: none).
+        label_adapters: ``(condition, {value: adapter name})`` for a model trained with one adapter
+            per label (``DPSynthConfig(adapter_per_label=...)``): each record of a value is sampled with
+            that value's adapter (batches never mix them).
 
     Privacy: post-processing of DP outputs (the adapter, the histograms, the keywords): no budget
     is spent.
@@ -86,6 +89,7 @@ class AdapterSynthesizer(Synthesizer):
         keywords_per_record: int = 3,
         keyword_bias: float = 3.0,
         keyword_weighting: str = "count",
+        label_adapters: tuple[str, Mapping[str, str]] | None = None,
     ) -> None:
         if not isinstance(codec, Codec):
             raise DPConfigError(f"codec must be a TextCodec, TabularCodec or ImageCodec; got {type(codec).__name__}.")
@@ -118,6 +122,7 @@ class AdapterSynthesizer(Synthesizer):
         if self.keywords is not None:
             self.decoding.update({"keywords per prompt": self.keywords_per_record, "keyword bias": self.keyword_bias,
                                   "keyword weighting": keyword_weighting})
+        self.label_adapters = _checked_label_adapters(model, codec, label_adapters)
         self.guided = None
         if guided or (guided is None and isinstance(codec, TabularCodec)):
             try:
@@ -174,19 +179,23 @@ class AdapterSynthesizer(Synthesizer):
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(int(rng.integers(2**63 - 1)))
                 bar = tqdm(total=total, desc="sampling records", unit="rec", disable=not progress)
-                for start in range(0, total, self.batch_size):
-                    chunk = prompts[start : start + self.batch_size]
-                    if self.guided is not None:
-                        texts = self.guided.sample(chunk, rng)
-                    else:
-                        texts = self._generate_batch(chunk, pad, device, words[start : start + self.batch_size])
-                    outputs.extend(
-                        GeneratedText(prefix=p, text=t, condition=condition_label(c))
-                        for p, t, c in zip(prefixes[start : start + self.batch_size], texts,
-                                           conditions[start : start + self.batch_size])
-                    )
-                    bar.update(len(chunk))
+                texts: list[str] = [""] * total
+                for adapter, indices in self._adapter_groups(conditions):
+                    if adapter is not None:
+                        self.model.set_adapter(adapter)
+                    for start in range(0, len(indices), self.batch_size):
+                        batch = indices[start : start + self.batch_size]
+                        chunk = [prompts[i] for i in batch]
+                        if self.guided is not None:
+                            out = self.guided.sample(chunk, rng)
+                        else:
+                            out = self._generate_batch(chunk, pad, device, [words[i] for i in batch])
+                        for i, text in zip(batch, out):
+                            texts[i] = text
+                        bar.update(len(chunk))
                 bar.close()
+                outputs = [GeneratedText(prefix=p, text=t, condition=condition_label(c))
+                           for p, t, c in zip(prefixes, texts, conditions)]
         finally:
             self.model.train(was_training)
         return build_dataset(
@@ -198,6 +207,13 @@ class AdapterSynthesizer(Synthesizer):
                 "decoding": self.decoding, "seed": seed, "conditioning": self._conditioning_note,
             },
         )
+
+    def _adapter_groups(self, conditions: Sequence[Mapping[str, str]]) -> list[tuple[str | None, list[int]]]:
+        """The records in generation order: all of them with the model as it is, or grouped by label adapter."""
+        if self.label_adapters is None:
+            return [(None, list(range(len(conditions))))]
+        column, names = self.label_adapters
+        return [(name, [i for i, c in enumerate(conditions) if c[column] == value]) for value, name in names.items()]
 
     def _generate_batch(self, prompts: Sequence[str], pad: int, device: Any, words: Sequence[Sequence[str]]) -> list[str]:
         import torch
@@ -224,6 +240,22 @@ class AdapterSynthesizer(Synthesizer):
                 pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, logits_processor=processors,
             )
         return self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+
+
+def _checked_label_adapters(model: Any, codec: Codec, label_adapters: Any) -> tuple[str, dict[str, str]] | None:
+    if label_adapters is None:
+        return None
+    column, names = label_adapters
+    declared = dict(getattr(codec, "conditions", None) or {}).get(column)
+    if not declared:
+        raise DPConfigError(f"label_adapters names the condition {column!r}, which the codec does not declare.")
+    missing = [v for v in declared if v not in names]
+    loaded = set(getattr(model, "peft_config", {}) or {})
+    absent = sorted(set(names.values()) - loaded)
+    if missing or absent:
+        raise DPConfigError(f"label_adapters must give an adapter the model holds to every declared {column!r} value; "
+                            f"missing values {missing}, adapters not in the model {absent} (it holds {sorted(loaded)}).")
+    return column, {v: names[v] for v in declared}
 
 
 def _checked_keywords(codec: Codec, keywords: DPKeywords | None, per_record: int) -> tuple[DPKeywords | None, int]:
