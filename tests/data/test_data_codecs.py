@@ -25,10 +25,13 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 # ------------------------------------------------------------------------------------ text
 
+# Record bodies: any text but NUL and U+FFFD (a model's broken bytes, which decode refuses as malformed).
+BODIES = st.text(min_size=1).filter(lambda t: t.strip() and "\x00" not in t and "\ufffd" not in t)
+
 
 @SETTINGS
 @given(
-    text=st.text(min_size=1).filter(lambda t: t.strip() and "\x00" not in t),
+    text=BODIES,
     label=st.sampled_from(["ham", "spam"]),
 )
 def test_text_round_trip(text, label):
@@ -73,7 +76,7 @@ CHAT = "<|im_start|>user\nWrite one {label} SMS ({lang}) message, a {label} one.
 
 @SETTINGS
 @given(
-    text=st.text(min_size=1).filter(lambda t: t.strip() and "\x00" not in t),
+    text=BODIES,
     label=st.sampled_from(["ham", "spam", "spam+"]),
     lang=st.sampled_from(["en", "en gb", "a.b"]),
 )
@@ -415,7 +418,7 @@ DESCRIBED = {"label": {"ham": "an everyday personal text message", "spam": "an e
 
 
 @SETTINGS
-@given(text=st.text(min_size=1).filter(lambda t: t.strip() and "\x00" not in t), label=st.sampled_from(["ham", "spam"]))
+@given(text=BODIES, label=st.sampled_from(["ham", "spam"]))
 def test_label_descriptions_fill_the_template_and_decode_back_to_the_label(text, label):
     # One description is a prefix of the other: the longest matches first, the label comes back exactly.
     only = TextCodec(conditions={"label": ["ham", "spam"]}, prompt_template="Write {label_description}.\n",
@@ -452,7 +455,7 @@ KEYWORD_TEMPLATE = "Write {label_description}.{keywords}\n"
 
 
 @SETTINGS
-@given(text=st.text(min_size=1).filter(lambda t: t.strip() and "\x00" not in t and "\ufffd" not in t), label=st.sampled_from(["ham", "spam"]),
+@given(text=BODIES, label=st.sampled_from(["ham", "spam"]),
        words=st.lists(st.sampled_from(["free", "prize", "home", "later"]), max_size=3, unique=True))
 def test_keywords_fill_their_field_and_decode_reads_the_prefix_without_them(text, label, words):
     codec = TextCodec(conditions={"label": ["ham", "spam"]}, prompt_template=KEYWORD_TEMPLATE, descriptions=DESCRIBED)
