@@ -49,6 +49,9 @@ def audit_recipe(recipe: Recipe, *, output_dir: str | os.PathLike[str], log: Any
 
     if recipe.generation.method != "adapter_sampler":
         raise DPConfigError("the audit repeats a recipe's DP training; this recipe has none (private prediction).")
+    if recipe.lora.per_label:
+        raise DPConfigError("the audit does not yet repeat a training with one adapter per label (lora.per_label): it "
+                            "would audit a single adapter instead. Audit the recipe with lora.per_label: false.")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     p, t, a = recipe.privacy, recipe.training, recipe.audit

@@ -286,6 +286,9 @@ def _validate(recipe: Recipe) -> None:
                                 "count: give privacy.shares a 'label_histogram' entry.")
         if recipe.privacy.unit != "example":
             raise DPConfigError("lora.per_label is example-level only: a user may hold records of several labels.")
+        if "audit" in shares:
+            raise DPConfigError("the audit does not yet repeat a training with one adapter per label: remove the "
+                                "privacy.shares entry 'audit', or set lora.per_label: false.")
     p = recipe.privacy
     if isinstance(p.configurations_tried, bool) or not isinstance(p.configurations_tried, int) or p.configurations_tried < 1:
         raise DPConfigError(f"privacy.configurations_tried must be a positive integer (1: this configuration only); "

@@ -129,6 +129,8 @@ def check_trainer_arguments(args: Any, processing_class: Any, train_dataset: Any
             f"{args.n_gpu} GPUs in one process (DataParallel) would average per-device losses; launch one "
             "process per device with `accelerate launch` or `torchrun` instead."
         )
+    if args.adapter_per_label and args.privacy_unit != "example":  # set after the config was built
+        raise DPConfigError("adapter_per_label is example-level only: a user may hold examples of several labels.")
     if args.adapter_per_label and args.world_size > 1:
         raise DPConfigError("adapter_per_label runs in one process for now: launch it without torchrun/accelerate.")
 

@@ -15,9 +15,12 @@ norm, head" (logit soft-capping, per-layer attention types, embedding scaling in
 is refused, or under ``activation_cache="auto"`` trained on the plain path instead.
 
 Privacy: the cache holds functions of the private training texts. It lives in this process's memory,
-or (``activation_cache="disk"``) in a folder ``output_dir/activation-cache-*`` created owner-only
-(0700, files 0600), deleted when ``train()`` returns or fails, refused by the push gate
-(:func:`hf_dpsynth.hub.gates.check_folder`), never written into checkpoints. It changes no
+or (``activation_cache="disk"``) in an owner-only file (0600, in a 0700 folder
+``output_dir/activation-cache-*``) that is unlinked as soon as it is mapped: it has no name on disk
+while training runs and vanishes with the process however it ends (a hard kill included); the push
+gate (:func:`hf_dpsynth.hub.gates.check_folder`) refuses such a folder all the same, and the cache is
+never written into checkpoints. A model whose frozen layers use dropout in training mode is not
+cached under ``"auto"`` (the cache would turn that dropout off). It changes no
 example's gradient (the frozen layers are deterministic), so the DP-SGD analysis is untouched
 (docs/DP_CORRECTNESS.md row 34).
 """
@@ -86,6 +89,23 @@ def _locate(model: nn.Module) -> _Parts | str:
     return _Parts(decoder, layers, head)
 
 
+def _prefix_dropout(parts: _Parts, boundary: int) -> str | None:
+    """The dropout the frozen prefix would apply in training mode (which the cache turns off), if any."""
+    config = getattr(parts.decoder, "config", None)
+    for key in ("embedding_dropout", "embd_pdrop", "embed_dropout"):
+        if getattr(config, key, 0) or 0:
+            return f"embedding dropout ({key}={getattr(config, key)})"
+    for key in ("attention_dropout", "attn_pdrop", "hidden_dropout", "resid_pdrop", "dropout"):
+        value = getattr(config, key, 0)
+        if isinstance(value, (int, float)) and value > 0:
+            return f"dropout ({key}={value})"
+    modules = [parts.decoder.embed_tokens] if hasattr(parts.decoder, "embed_tokens") else []
+    for module in [*modules, *parts.layers[:boundary]]:
+        if any(isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules()):
+            return "dropout layers"
+    return None
+
+
 def _boundary(parts: _Parts, trainable: Sequence[TrainableParameter]) -> int | str:
     """The index of the lowest decoder layer holding a trainable parameter; or why there is none to use."""
     layer_of = {id(p): i for i, layer in enumerate(parts.layers) for p in layer.parameters()}
@@ -141,7 +161,12 @@ class _Store:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
         itemsize = torch.empty((), dtype=like.dtype).element_size()
-        raw = np.memmap(path, dtype=np.dtype(f"i{itemsize}"), mode="r+", shape=shape)
+        try:
+            raw = np.memmap(path, dtype=np.dtype(f"i{itemsize}"), mode="r+", shape=shape)
+        finally:
+            # The mapping keeps the file alive; without a name it disappears with this process, however it ends.
+            path.unlink(missing_ok=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
         return torch.from_numpy(raw).view(like.dtype)
 
     def missing(self, rows: Sequence[int]) -> list[int]:
@@ -221,9 +246,8 @@ class FastPath:
         if missing:
             device = inputs["input_ids"].device
             batch = {k: v.to(device) for k, v in collate(self._examples, missing, pad_token_id=self._pad).items()}
-            decoder = self.parts.decoder
-            modules = [decoder.embed_tokens, *self._bottom] if hasattr(decoder, "embed_tokens") else [decoder]
-            with torch.no_grad(), _eval_mode(modules), _swapped(decoder, layers=self._bottom, norm=nn.Identity()):
+            decoder = self.parts.decoder  # all of it in eval mode: only the embedding and the frozen layers run
+            with torch.no_grad(), _eval_mode([decoder]), _swapped(decoder, layers=self._bottom, norm=nn.Identity()):
                 hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                  position_ids=batch["position_ids"], use_cache=False).last_hidden_state
             self._store.put(missing, hidden)
@@ -298,32 +322,40 @@ def build_fast_path(
         )
     assert isinstance(parts, _Parts)
     width = int(parts.head.in_features)
-    size_gib = sum(len(ids) for ids in examples.input_ids) * width * bytes_per_value / 2**30
+    size_gib = sum(len(ids) for ids in examples.input_ids) * width * bytes_per_value / 2**30  # never logged: N·tokens
+    dropout = _prefix_dropout(parts, boundary)
+    if boundary > 0 and dropout is not None:
+        if mode != "auto" and dropout.startswith("embedding"):
+            raise UnsupportedModelError(f"activation_cache={mode!r}: the model applies {dropout} to the decoder's input, "
+                                        "which would fall on the cached states again. Use activation_cache='off'.")
+        if mode == "auto":  # the plain path would train with that dropout: 'auto' never changes what is trained
+            logger.info("No activation cache: the frozen layers use %s, which the cache would turn off.", dropout)
+            boundary = 0
     if boundary > 0 and mode in ("auto", "memory") and size_gib > max_gib:
         if mode == "memory":
             raise DPConfigError(
-                f"The activation cache would hold {size_gib:.2f} GiB (every training token × {width} values), above "
+                f"The activation cache (every training token × {width} values) would exceed "
                 f"activation_cache_max_gib={max_gib:g}. Raise the limit, use activation_cache='disk', or 'off'."
             )
-        logger.info("No activation cache: it would hold %.2f GiB (> activation_cache_max_gib = %g).", size_gib, max_gib)
+        logger.info("No activation cache: it would exceed activation_cache_max_gib = %g.", max_gib)
         boundary = 0
     folder = None
     if boundary > 0 and mode == "disk":
         os.makedirs(output_dir, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=CACHE_FOLDER_PREFIX, dir=output_dir))  # mode 0700
     if boundary > 0:
-        logger.info("Activation cache (%s): layers 0-%d run once per example (up to %.2f GiB); layers %d-%d per step.",
-                    "disk" if folder else "memory", boundary - 1, size_gib, boundary, len(parts.layers) - 1)
+        logger.info("Activation cache (%s): layers 0-%d run once per example; layers %d-%d per step.",
+                    "disk" if folder else "memory", boundary - 1, boundary, len(parts.layers) - 1)
     return FastPath(parts, boundary, examples, pad_token_id=pad_token_id, folder=folder)
 
 
 def fast_path_for(args: Any, model: nn.Module, trainable: Sequence[TrainableParameter], examples: TokenizedExamples,
                   *, pad_token_id: int) -> FastPath | None:
     """The fast path a ``DPSynthConfig`` asks for (``activation_cache``, ``activation_cache_max_gib``)."""
-    dtype = torch.bfloat16 if args.bf16 else trainable[0].param.dtype
+    # Under autocast the cached states may stay fp32: the size is estimated at 4 bytes a value then.
+    size = 4 if args.bf16 else torch.empty((), dtype=trainable[0].param.dtype).element_size()
     return build_fast_path(model, trainable, examples, mode=args.activation_cache, pad_token_id=pad_token_id,
-                           output_dir=args.output_dir, max_gib=args.activation_cache_max_gib,
-                           bytes_per_value=torch.empty((), dtype=dtype).element_size())
+                           output_dir=args.output_dir, max_gib=args.activation_cache_max_gib, bytes_per_value=size)
 
 
 def checked_fast_path(fast: FastPath, model: nn.Module, rows: list[int], inputs: dict[str, torch.Tensor],
@@ -345,7 +377,5 @@ def checked_fast_path(fast: FastPath, model: nn.Module, rows: list[int], inputs:
 def close_fast_path(fast: FastPath | None) -> None:
     """Forget an activation cache (private): free the memory, delete an on-disk cache folder."""
     if fast is not None:
-        if fast.caches:
-            logger.info("Activation cache: %d examples computed, %d reused; deleted.", fast.cache_misses, fast.cache_hits)
         fast.close()
     return None

@@ -47,6 +47,8 @@ def check_label_counts(counts: Any) -> dict[str, float]:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise DPConfigError(f"label_counts[{label!r}] must be a finite number (a DP count); got {value!r}.")
         checked[str(label)] = float(value)
+    if len(checked) != len(counts):
+        raise DPConfigError(f"label_counts has labels that are equal as text ({list(counts)}): name each label once.")
     return checked
 
 
@@ -124,7 +126,8 @@ def unit_labels(dataset: Any, column: str, rows: Sequence[int], units: PrivacyUn
             raise DatasetError(f"Row {row} of the training data has a {column!r} value that is not one of the declared "
                                f"labels {list(labels)} (the keys of label_counts). Declare every label, or drop the row.")
         of_row[position] = index[label]
-    # Example level: one example per unit, in the order of ``rows``.
+    if not (units.sizes() == 1).all():
+        raise DPConfigError("adapter_per_label needs one example per privacy unit (example-level DP).")
     return of_row[units.examples[units.offsets[:-1]]]
 
 

@@ -177,7 +177,7 @@ class DPSynthTrainer(RefuseTrainerSharing, Trainer):
 
         self._seeds: SecretSeeds | None = None
         self._run_id: str | None = None
-        self._verify_pending = False
+        self._verify_pending = self._fast_pending = False
         self._fast: FastPath | None = None
         self._steps_run: set[int] = set()
         self._epsilon_cache: dict[int, float] = {}
@@ -235,9 +235,11 @@ class DPSynthTrainer(RefuseTrainerSharing, Trainer):
                 self._restore_run(str(resume_from_checkpoint))
             else:
                 self._start_run()
-        except BaseException:
+            return self._train_charged(resume_from_checkpoint, **kwargs)
+        finally:
             self._close_fast_path()
-            raise
+
+    def _train_charged(self, resume_from_checkpoint: str | bool | None, **kwargs: Any):
         p = self.plan
         logger.info(
             "DP-SGD: N = %d %ss (public); Poisson q = %.4g (expected logical batch %d); physical chunk "
@@ -248,12 +250,12 @@ class DPSynthTrainer(RefuseTrainerSharing, Trainer):
         )
         self._first_step_check.arm()  # check the first optimizer step of this call (docs/DP_CORRECTNESS.md row 11)
         self._verify_pending = True  # check per-example gradients against autograd on the first chunk
+        self._fast_pending = True  # check the fast path's losses on the first chunk with a target token
         self._grads.attach()
         try:
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         finally:
             self._grads.detach()
-            self._close_fast_path()
 
     def _close_fast_path(self) -> None:
         """Forget the activation cache (private): free the memory, delete an on-disk cache folder."""
@@ -411,7 +413,8 @@ class DPSynthTrainer(RefuseTrainerSharing, Trainer):
         """Forward and backward of one physical chunk; its units' clipped gradients added to ``clipped``."""
         rows = chunk.examples.tolist()
         inputs = collate(self._examples, rows, pad_token_id=self._pad_token_id)
-        if self._fast is not None and self._verify_pending:  # its losses against the model's own
+        if self._fast is not None and self._fast_pending and bool((inputs["labels"][:, 1:] != IGNORE_INDEX).any()):
+            self._fast_pending = False  # its losses against the model's own, on a chunk that has some
             with self.compute_loss_context_manager():
                 self._fast = checked_fast_path(self._fast, core, rows, inputs, self.args)
         if self._fast is not None:

@@ -223,23 +223,40 @@ def test_group_by_length_packs_chunks_longest_first_and_loses_no_unit(tmp_path):
 
 
 class _CacheWatch(TrainerCallback):
+    """During training: what of the cache has a name on disk, and what this process maps."""
+
     def __init__(self, out):
-        self.out, self.seen = out, []
+        self.out, self.named, self.mapped = out, [], []
 
     def on_step_end(self, args, state, control, **kwargs):
-        for entry in os.scandir(self.out):
-            if entry.name.startswith(CACHE_FOLDER_PREFIX):
-                files = [os.stat(os.path.join(entry.path, f)).st_mode for f in os.listdir(entry.path)]
-                self.seen.append((stat.S_IMODE(os.stat(entry.path).st_mode), [stat.S_IMODE(m) for m in files]))
+        self.named += [str(p) for p in self.out.rglob("*") if CACHE_FOLDER_PREFIX in str(p)]
+        maps = open("/proc/self/maps").read().splitlines()
+        self.mapped += [line for line in maps if CACHE_FOLDER_PREFIX in line and "hidden.bin" in line]
 
 
-def test_a_disk_cache_is_owner_only_refused_by_the_push_gate_and_deleted_after_training(tmp_path):
+def test_a_disk_cache_has_no_name_on_disk_while_training_and_the_push_gate_refuses_its_folder(tmp_path):
+    # The file is created owner-only (0600 in a 0700 folder) and unlinked as soon as it is mapped: a hard
+    # kill leaves nothing behind, since the kernel frees an unlinked file when its last mapping goes.
     trainer = trainer_of(tmp_path, activation_cache="disk")
     out = tmp_path / "out"
     watch = _CacheWatch(out)
     trainer.add_callback(watch)
-    trainer.train()
-    assert watch.seen and all(folder == 0o700 and files == [0o600] for folder, files in watch.seen)
+    modes = []
+    original = os.open
+
+    def watched_open(path, flags, mode=0o777, *args, **kwargs):
+        if CACHE_FOLDER_PREFIX in str(path) and str(path).endswith("hidden.bin"):
+            modes.append((stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode), mode))
+        return original(path, flags, mode, *args, **kwargs)
+
+    os.open = watched_open
+    try:
+        trainer.train()
+    finally:
+        os.open = original
+    assert modes == [(0o700, 0o600)]
+    assert watch.mapped and all(line.endswith("(deleted)") for line in watch.mapped)  # mapped, but nameless
+    assert not watch.named
     assert not [p for p in out.iterdir() if p.name.startswith(CACHE_FOLDER_PREFIX)]
 
     (out / f"{CACHE_FOLDER_PREFIX}x").mkdir()
@@ -271,6 +288,35 @@ def test_a_model_the_fast_path_does_not_reproduce_is_refused_or_trained_on_the_p
     plain.train()
     for key, value in adapter(plain).items():
         torch.testing.assert_close(adapter(auto)[key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_the_check_waits_for_a_chunk_with_target_tokens(tmp_path):
+    # The longest examples (packed first) carry no target token: a check on them would compare 0 with 0.
+    model, tok = _scaled_model()
+    rng = np.random.default_rng(1)
+    short = [tok(" ".join(rng.choice(WORDS, size=3)))["input_ids"] for _ in range(30)]
+    long = [tok(" ".join(rng.choice(WORDS, size=14)))["input_ids"] for _ in range(10)]
+    data = Dataset.from_dict({"input_ids": long + short,
+                              "labels": [[IGNORE_INDEX] * len(x) for x in long] + [list(x) for x in short]})
+    args = dict(output_dir=str(tmp_path / "out"), noise_multiplier=1.0, logical_batch_size=40, per_device_train_batch_size=4,
+                max_steps=1, dp_seed=3, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True,
+                accountant="rdp", target_delta=1e-3, activation_cache="memory")
+    peft = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=PROJECTIONS, layers_to_transform=TOP)
+    trainer = DPSynthTrainer(model=model, args=DPSynthConfig(**args), train_dataset=data, processing_class=tok,
+                             peft_config=peft)
+    with pytest.raises(UnsupportedModelError, match="does not reproduce"):
+        trainer.train()
+
+
+def test_auto_never_caches_frozen_layers_that_use_dropout_in_training(tmp_path):
+    model, tok = top_lora_model(attention_dropout=0.1)
+    examples = examples_of(tok)
+    assert not fast_path_of(model, examples, tok, mode="auto").caches  # would turn the dropout off
+    assert fast_path_of(model, examples, tok, mode="memory").caches  # asked for: frozen layers in eval mode
+    model, tok = top_lora_model()
+    model.config.embedding_dropout = 0.1  # a Starcoder2-style dropout on the decoder's input
+    with pytest.raises(UnsupportedModelError, match="embedding dropout"):
+        fast_path_of(model, examples, tok, mode="memory")
 
 
 def test_unsupported_placements_and_sizes_are_refused_before_the_charge(tmp_path):

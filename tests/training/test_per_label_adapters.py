@@ -105,11 +105,33 @@ def test_every_adapter_gets_its_noise_even_when_no_unit_of_its_label_is_drawn(tm
                          per_example_max_grad_norm=0.5, logical_batch_size=10)
     trainer.train()
     q = trainer.plan.sampling_probability
+    noises = []
     for i, name in enumerate(trainer._labels.names):
         noise = torch.cat([g.reshape(-1) for n, g in capture.grads[0].items() if f".{name}." in n])
         noise = noise * trainer._labels.expected_batch_size(i, q)
         assert noise.numel() > 5000
         assert float(noise.std()) == pytest.approx(2.0 * 0.5, rel=0.05)
+        noises.append(noise)
+    # Independent draws: one noise vector shared by the adapters would release their difference without noise.
+    correlation = float(torch.corrcoef(torch.stack(noises))[0, 1])
+    assert abs(correlation) < 0.05
+
+
+def test_label_adapters_with_the_activation_cache_train_as_on_the_plain_path(tmp_path):
+    model_states = []
+    for mode in ("off", "memory"):
+        model, tok = tiny_causal_lm(num_hidden_layers=4)
+        args = DPSynthConfig(output_dir=str(tmp_path / mode / "out"), logical_batch_size=8, per_device_train_batch_size=4,
+                             max_steps=3, learning_rate=1e-2, dp_seed=7, report_to="none", save_strategy="no",
+                             use_cpu=True, disable_tqdm=True, accountant="rdp", noise_multiplier=1.0, target_delta=1e-3,
+                             adapter_per_label="label", label_counts={"ham": 20.0, "spam": 20.0}, activation_cache=mode)
+        peft = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, layers_to_transform=[2, 3],
+                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        trainer = DPSynthTrainer(model=model, args=args, train_dataset=labelled(40), processing_class=tok, peft_config=peft)
+        trainer.train()
+        model_states.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n})
+    for name, value in model_states[0].items():
+        torch.testing.assert_close(model_states[1][name], value, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_one_dp_sgd_event_for_all_labels_as_for_one_adapter(tmp_path):
@@ -134,6 +156,15 @@ def test_refusals(tmp_path):
     with pytest.raises(DPConfigError, match="example-level only"):
         trainer_of(tmp_path / "u", data.add_column("user", ["a"] * 12), privacy_unit="user", user_id_column="user",
                    max_examples_per_user=2)
+    args = DPSynthConfig(output_dir=str(tmp_path / "late"), adapter_per_label="label", label_counts={"ham": 6, "spam": 6},
+                         noise_multiplier=1.0, report_to="none", use_cpu=True)
+    args.privacy_unit, args.user_id_column, args.max_examples_per_user = "user", "user", 2  # after the config's checks
+    model, tok = tiny_causal_lm()
+    with pytest.raises(DPConfigError, match="example-level only"):
+        DPSynthTrainer(model=model, args=args, train_dataset=data.add_column("user", ["a"] * 12), processing_class=tok,
+                       peft_config=LoraConfig(r=4, target_modules="all-linear"))
+    with pytest.raises(DPConfigError, match="equal as text"):
+        trainer_of(tmp_path / "dup", data, counts={1: 6.0, "1": 6.0})
     with pytest.raises(DPConfigError, match="needs label_counts"):
         trainer_of(tmp_path / "c", data, label_counts=None)
     with pytest.raises(DPConfigError, match="at least two labels"):
