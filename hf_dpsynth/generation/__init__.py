@@ -5,6 +5,7 @@
 * :mod:`.private_prediction` — :class:`PrivatePredictionSynthesizer`, private prediction with a base
   model and no fine-tuning (zCDP, charged once before generation); its mechanism maths, batching
   and generator in their own modules.
+* :mod:`.private_evolution` — Private Evolution (in progress): the DP vote over public candidates.
 
 Shared by both: :mod:`.base` (the interface, outputs to a Dataset), :mod:`.guided` (schema-guided
 decoding), :mod:`.contexts` (many prompts decoded in lockstep), :mod:`.io` (saving and loading
