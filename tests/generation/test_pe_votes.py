@@ -10,7 +10,7 @@ import dp_accounting
 import numpy as np
 import pytest
 
-from hf_dpsynth.errors import DatasetError
+from hf_dpsynth.errors import DatasetError, InvalidPrivacyParameterError
 from hf_dpsynth.generation.private_evolution.votes import (
     dp_vote_histogram,
     nearest_candidates,
@@ -134,3 +134,11 @@ def test_calibrated_sigma_meets_the_share_for_t_rounds(epsilon, expected):
     tighter.compose(dp_accounting.GaussianDpEvent(sigma / 1.02), 10)
     assert tighter.get_epsilon(1e-6) > epsilon
     assert math.isfinite(sigma)
+
+
+def test_calibration_without_a_planned_share_is_refused():
+    ledger = PrivacyLedger(epsilon=4.0, delta=1e-6, num_units=1000)
+    with pytest.raises(InvalidPrivacyParameterError, match="plan the ledger"):
+        pe_noise_multiplier(ledger, "private_evolution", 10)
+    with pytest.raises(InvalidPrivacyParameterError, match="num_rounds"):
+        pe_noise_multiplier(ledger, "private_evolution", 0, noise_multiplier=3.0)

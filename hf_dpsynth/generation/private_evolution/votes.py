@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hf_dpsynth.data.statistics import one_gaussian_noise_multiplier
 from hf_dpsynth.data.units import group_rows_by_user
 from hf_dpsynth.errors import DatasetError, InvalidPrivacyParameterError
 
@@ -123,8 +124,5 @@ def pe_noise_multiplier(ledger: PrivacyLedger, stage: str, num_rounds: int, nois
         raise InvalidPrivacyParameterError(f"num_rounds must be a positive integer; got {num_rounds!r}.")
     if noise_multiplier is not None:
         return float(noise_multiplier)
-    if ledger.stage_plan is None:
-        raise InvalidPrivacyParameterError(
-            f"Pass noise_multiplier=, or plan the ledger with a share for {stage!r}: without either, "
-            "calibration would let Private Evolution spend the whole remaining budget.")
-    return ledger.calibrate(stage, sampling_probability=1.0, num_steps=1) * math.sqrt(num_rounds)
+    one_round = one_gaussian_noise_multiplier(ledger, stage, None, what="Private Evolution")
+    return one_round * math.sqrt(num_rounds)
