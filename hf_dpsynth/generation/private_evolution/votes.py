@@ -34,9 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["check_embeddings", "dp_vote_histogram", "nearest_candidates", "pe_noise_multiplier",
            "vote_histogram"]
 
-_CHUNK = 1024  # private rows per distance block: bounds memory at chunk × candidates floats
-
-
 def check_embeddings(private: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both embedding matrices as float64, or a clear error (shapes and finiteness only: no value
     is named, the private embeddings are private)."""
@@ -55,33 +52,52 @@ def check_embeddings(private: np.ndarray, candidates: np.ndarray) -> tuple[np.nd
     return out[0], out[1]
 
 
+def _labels(values: Sequence[int], count: int, num_labels: int, what: str) -> np.ndarray:
+    """Integer label indices in [0, num_labels), one per row (no value is named: they may be private)."""
+    try:
+        labels = np.asarray(values)
+    except (TypeError, ValueError):
+        raise DatasetError(f"The {what} labels must be integer label indices.") from None
+    if labels.shape != (count,):
+        raise DatasetError(f"There must be one label per {what}; got {labels.shape[0] if labels.ndim else 0} "
+                           f"for {count}.")
+    if count and not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(f"The {what} labels must be integer label indices; got dtype {labels.dtype}.")
+    labels = labels.astype(np.int64)
+    if count and (labels.min() < 0 or labels.max() >= num_labels):
+        raise DatasetError(f"A {what} label lies outside the {num_labels} declared labels "
+                           f"(indices 0 … {num_labels - 1}).")
+    return labels
+
+
 def nearest_candidates(private: np.ndarray, record_labels: Sequence[int], candidates: np.ndarray,
-                       candidate_labels: Sequence[int], k: int) -> np.ndarray:
+                       candidate_labels: Sequence[int], k: int, num_labels: int) -> np.ndarray:
     """For each private record, the indices of its ``k`` nearest candidates (squared L2 distance)
     among the candidates of its own label, nearest first; ties go to the lower candidate index.
 
-    Raises DatasetError when a label that a record has has fewer than ``k`` candidates."""
+    Every one of the ``num_labels`` public labels must have at least ``k`` candidates; this is
+    checked before any record is read, so the error says nothing about which labels the records
+    hold. Each record's distances are computed on its own (one matrix-vector product), so they
+    cannot depend on which other records are present."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InvalidPrivacyParameterError(f"k (nearest candidates per vote) must be a positive integer; got {k!r}.")
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+        raise DatasetError(f"num_labels must be a positive integer; got {num_labels!r}.")
     private, candidates = check_embeddings(private, candidates)
-    record_labels = np.asarray(record_labels, dtype=np.int64)
-    candidate_labels = np.asarray(candidate_labels, dtype=np.int64)
-    if record_labels.shape != (private.shape[0],) or candidate_labels.shape != (candidates.shape[0],):
-        raise DatasetError("There must be one label per private record and one per candidate.")
-    out = np.empty((private.shape[0], k), dtype=np.int64)
-    for label in np.unique(record_labels):
-        pool = np.flatnonzero(candidate_labels == label)
+    candidate_labels = _labels(candidate_labels, candidates.shape[0], num_labels, "candidate")
+    pools = [np.flatnonzero(candidate_labels == label) for label in range(num_labels)]
+    for label, pool in enumerate(pools):
         if pool.size < k:
-            raise DatasetError(f"Label index {int(label)} has {pool.size} candidate(s) but each vote goes to "
+            raise DatasetError(f"Label index {label} has {pool.size} candidate(s) but each vote goes to "
                                f"k = {k}: generate at least k candidates per label (or lower k).")
-        rows = np.flatnonzero(record_labels == label)
+    record_labels = _labels(record_labels, private.shape[0], num_labels, "private record")
+    out = np.empty((private.shape[0], k), dtype=np.int64)
+    for label, pool in enumerate(pools):
         pool_matrix = candidates[pool]
         pool_norms = np.einsum("ij,ij->i", pool_matrix, pool_matrix)
-        for start in range(0, rows.size, _CHUNK):
-            block = private[rows[start:start + _CHUNK]]
-            distances = pool_norms[None, :] - 2.0 * block @ pool_matrix.T  # + |x|², the same for every candidate
-            order = np.argsort(distances, axis=1, kind="stable")[:, :k]
-            out[rows[start:start + _CHUNK]] = pool[order]
+        for row in np.flatnonzero(record_labels == label):
+            distances = pool_norms - 2.0 * (pool_matrix @ private[row])  # + |x|², the same for every candidate
+            out[row] = pool[np.argsort(distances, kind="stable")[:k]]
     return out
 
 
@@ -90,7 +106,24 @@ def vote_histogram(neighbours: np.ndarray, num_candidates: int, user_ids: Sequen
 
     Each record gives 1/√k to each of its k neighbours (L2 norm 1); with ``user_ids`` a user's records
     share one vote, their votes averaged (L2 norm ≤ 1)."""
-    neighbours = np.asarray(neighbours, dtype=np.int64)
+    if isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or num_candidates < 1:
+        raise DatasetError(f"num_candidates must be a positive integer; got {num_candidates!r}.")
+    try:
+        neighbours = np.asarray(neighbours)
+    except (TypeError, ValueError):
+        raise DatasetError("neighbours must be a 2-D array of candidate indices.") from None
+    if neighbours.ndim != 2 or neighbours.shape[1] < 1:
+        raise DatasetError(f"neighbours must be a 2-D array (records × k, k ≥ 1); got shape {neighbours.shape}.")
+    if neighbours.size and not np.issubdtype(neighbours.dtype, np.integer):
+        raise DatasetError(f"neighbours must hold integer candidate indices; got dtype {neighbours.dtype}.")
+    neighbours = neighbours.astype(np.int64)
+    if neighbours.size and (neighbours.min() < 0 or neighbours.max() >= num_candidates):
+        raise DatasetError(f"A neighbour index lies outside the {num_candidates} candidates.")
+    ordered = np.sort(neighbours, axis=1)
+    if (ordered[:, 1:] == ordered[:, :-1]).any():
+        # A repeated candidate would get 2/√k from one record: its vote norm would exceed 1.
+        raise DatasetError("A record names the same candidate twice among its neighbours: each vote's "
+                           "k candidates must be distinct (its L2 norm would exceed 1).")
     k = neighbours.shape[1]
     weight = 1.0 / math.sqrt(k)
     histogram = np.zeros(num_candidates, dtype=np.float64)
@@ -105,15 +138,28 @@ def vote_histogram(neighbours: np.ndarray, num_candidates: int, user_ids: Sequen
     return histogram
 
 
-def dp_vote_histogram(histogram: np.ndarray, noise_multiplier: float, *, seed: int | None = None) -> np.ndarray:
+def dp_vote_histogram(histogram: np.ndarray, noise_multiplier: float, *, non_private: bool = False,
+                      rng: np.random.Generator | None = None) -> np.ndarray:
     """The histogram plus N(0, σ²) per candidate (sensitivity 1). The caller must have charged the
-    stage first. ``seed`` fixes the noise for tests only; by default it comes from OS entropy."""
-    sigma = float(noise_multiplier)
-    if not math.isfinite(sigma) or sigma < 0:
-        raise InvalidPrivacyParameterError(f"noise_multiplier must be a non-negative number; got {noise_multiplier!r}.")
-    rng = np.random.default_rng(seed)
+    stage first. The noise comes from OS entropy; ``rng`` is for tests only. σ = 0 (no privacy) is
+    refused unless ``non_private=True`` says so (the ε = ∞ reference runs)."""
+    sigma = _sigma(noise_multiplier, allow_zero=non_private)
     histogram = np.asarray(histogram, dtype=np.float64)
-    return histogram + rng.normal(0.0, sigma, size=histogram.shape) if sigma > 0 else histogram.copy()
+    if sigma == 0:
+        return histogram.copy()
+    rng = np.random.default_rng() if rng is None else rng
+    return histogram + rng.normal(0.0, sigma, size=histogram.shape)
+
+
+def _sigma(noise_multiplier: Any, *, allow_zero: bool) -> float:
+    try:
+        sigma = float(noise_multiplier)
+    except (TypeError, ValueError):
+        sigma = float("nan")
+    if isinstance(noise_multiplier, bool) or not math.isfinite(sigma) or sigma < 0 or (sigma == 0 and not allow_zero):
+        need = "a non-negative number" if allow_zero else "a positive number (σ = 0 is no privacy: pass non_private=True)"
+        raise InvalidPrivacyParameterError(f"noise_multiplier must be {need}; got {noise_multiplier!r}.")
+    return sigma
 
 
 def pe_noise_multiplier(ledger: PrivacyLedger, stage: str, num_rounds: int, noise_multiplier: float | None = None) -> float:
@@ -123,6 +169,9 @@ def pe_noise_multiplier(ledger: PrivacyLedger, stage: str, num_rounds: int, nois
     if isinstance(num_rounds, bool) or not isinstance(num_rounds, int) or num_rounds < 1:
         raise InvalidPrivacyParameterError(f"num_rounds must be a positive integer; got {num_rounds!r}.")
     if noise_multiplier is not None:
-        return float(noise_multiplier)
+        return _sigma(noise_multiplier, allow_zero=False)
     one_round = one_gaussian_noise_multiplier(ledger, stage, None, what="Private Evolution")
-    return one_round * math.sqrt(num_rounds)
+    sigma = one_round * math.sqrt(num_rounds)
+    while sigma / math.sqrt(num_rounds) < one_round:  # never below the calibrated σ by a rounding ulp
+        sigma = math.nextafter(sigma, math.inf)
+    return sigma
