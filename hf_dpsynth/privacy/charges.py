@@ -20,7 +20,7 @@ from hf_dpsynth.privacy import _validation
 from hf_dpsynth.privacy.events import STAGE_KINDS, MechanismKind, event_to_dict
 from hf_dpsynth.privacy.report import json_copy
 
-__all__ = ["ADJACENCY", "PRIVACY_UNITS", "Charge", "PrivacyUnit", "StagePlan", "check_privacy_unit", "check_stage_name",
+__all__ = ["ADJACENCY", "PRIVACY_UNITS", "Charge", "holds_run_charge", "PrivacyUnit", "StagePlan", "check_privacy_unit", "check_stage_name",
            "checked_num_units", "new_charge_id", "planned_kind"]
 
 
@@ -69,6 +69,12 @@ class Charge:
             "metadata": json_copy(self.metadata),
             "timestamp": self.timestamp,
         }
+
+def holds_run_charge(ledger: Any, stage: str, run_id: str | None) -> bool:
+    """Whether ``ledger`` (a PrivacyLedger) holds a ``stage`` charge made by the run ``run_id`` (its
+    metadata's ``run_id``): how a resumed run tells a charge it made from one it must still make."""
+    return any(c.stage == stage and (c.metadata or {}).get("run_id") == run_id for c in ledger.charges)
+
 
 def check_stage_name(stage: Any, *, error: type[Exception]) -> None:
     if not isinstance(stage, str) or not stage.strip():

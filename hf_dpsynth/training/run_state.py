@@ -25,6 +25,7 @@ import numpy as np
 from hf_dpsynth._io import atomic_write_json
 from hf_dpsynth.errors import CheckpointError
 from hf_dpsynth.privacy import PrivacyLedger
+from hf_dpsynth.privacy.charges import holds_run_charge
 from hf_dpsynth.privacy.ledger import LEDGER_FILE
 from hf_dpsynth.training.sampler import SecretSeeds
 
@@ -106,11 +107,6 @@ def read_run_state(checkpoint: str) -> RunState | None:
         data_fingerprint=state.get("data_fingerprint"),
         plan=state["plan"],
     )
-
-
-def holds_run_charge(ledger: PrivacyLedger, stage: str, run_id: str | None) -> bool:
-    """Whether ``ledger`` holds the ``stage`` charge of the run ``run_id``."""
-    return any(c.stage == stage and (c.metadata or {}).get("run_id") == run_id for c in ledger.charges)
 
 
 def charged_sigma_of_resumed_run(checkpoint: Any, ledger: PrivacyLedger, stage: str) -> float | None:

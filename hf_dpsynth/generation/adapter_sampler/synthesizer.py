@@ -157,9 +157,6 @@ class AdapterSynthesizer(Synthesizer):
 
         ``seed`` makes the run reproducible (conditions and sampling); it is public.
         """
-        import torch
-        from tqdm.auto import tqdm
-
         total = check_positive_int("num_records", num_records)
         rng = np.random.default_rng(seed)
         conditions = self.plan_conditions(total, rng)
@@ -170,19 +167,54 @@ class AdapterSynthesizer(Synthesizer):
             words = [self.keywords.sample(c[column], self.keywords_per_record, rng, weighting=self.keyword_weighting)
                      for c in conditions]
         prompts = [self.codec.prompt_for(**c, keywords=w) for c, w in zip(conditions, words)]
-        outputs: list[GeneratedText] = []
+        texts = self.complete(prompts, rng=rng, words=words, progress=progress, groups=self._adapter_groups(conditions))
+        outputs = [GeneratedText(prefix=p, text=t, condition=condition_label(c))
+                   for p, t, c in zip(prefixes, texts, conditions)]
+        return build_dataset(
+            outputs, self.codec, generator=self.name, deduplicate=self.deduplicate,
+            summary={
+                "privacy": "post-processing: the model (a DP adapter, or the public base model), the conditioning "
+                           "(DP histograms or declared weights)" + (", the DP keywords" if self.keywords is not None else "")
+                           + "; no budget spent",
+                "decoding": self.decoding, "seed": seed, "conditioning": self._conditioning_note,
+            },
+        )
+
+    def complete(
+        self,
+        prompts: Sequence[str],
+        *,
+        rng: np.random.Generator,
+        words: Sequence[Sequence[str]] | None = None,
+        progress: bool = False,
+        desc: str = "sampling records",
+        groups: Sequence[tuple[str | None, list[int]]] | None = None,
+    ) -> list[str]:
+        """The model's continuation of each prompt (public prompts only), in the prompts' order.
+
+        Prompts are generated in batches of ``batch_size``, longest first within each group (so a
+        batch pads little), with the KV cache; ``words`` are each prompt's keywords for the keyword
+        bias; ``groups`` (adapter name, prompt indices) switch adapters between groups. The torch
+        seed is drawn from ``rng``, so the same rng gives the same texts. Post-processing."""
+        import torch
+        from tqdm.auto import tqdm
+
+        words = [[] for _ in prompts] if words is None else words
+        groups = [(None, list(range(len(prompts))))] if groups is None else groups
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         device = next(self.model.parameters()).device
+        lengths = [len(ids) for ids in prompt_ids(self.tokenizer, prompts)] if self.guided is None else [0] * len(prompts)
+        texts: list[str] = [""] * len(prompts)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(int(rng.integers(2**63 - 1)))
-                bar = tqdm(total=total, desc="sampling records", unit="rec", disable=not progress)
-                texts: list[str] = [""] * total
-                for adapter, indices in self._adapter_groups(conditions):
+                bar = tqdm(total=len(prompts), desc=desc, unit="rec", disable=not progress)
+                for adapter, indices in groups:
                     if adapter is not None:
                         self.model.set_adapter(adapter)
+                    indices = sorted(indices, key=lambda i: -lengths[i])  # stable: equal lengths keep their order
                     for start in range(0, len(indices), self.batch_size):
                         batch = indices[start : start + self.batch_size]
                         chunk = [prompts[i] for i in batch]
@@ -194,19 +226,9 @@ class AdapterSynthesizer(Synthesizer):
                             texts[i] = text
                         bar.update(len(chunk))
                 bar.close()
-                outputs = [GeneratedText(prefix=p, text=t, condition=condition_label(c))
-                           for p, t, c in zip(prefixes, texts, conditions)]
         finally:
             self.model.train(was_training)
-        return build_dataset(
-            outputs, self.codec, generator=self.name, deduplicate=self.deduplicate,
-            summary={
-                "privacy": "post-processing: the model (a DP adapter, or the public base model), the conditioning "
-                           "(DP histograms or declared weights)" + (", the DP keywords" if self.keywords is not None else "")
-                           + "; no budget spent",
-                "decoding": self.decoding, "seed": seed, "conditioning": self._conditioning_note,
-            },
-        )
+        return texts
 
     def _adapter_groups(self, conditions: Sequence[Mapping[str, str]]) -> list[tuple[str | None, list[int]]]:
         """The records in generation order: all of them with the model as it is, or grouped by label adapter."""
